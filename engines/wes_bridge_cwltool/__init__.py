@@ -1,0 +1,167 @@
+"""cwltool adapter for wes-bridge: CWL v1.0-v1.2 with the reference runner.
+
+Registered through the ``wes_bridge.engines`` entry point ``cwltool``, like any third-party
+adapter, and written only against :mod:`wes_bridge.plugin`.
+
+Each CommandLineTool job is one *task* of the run (reported to the core with its command line,
+stdout/stderr files and exit code). Jobs run through a single seam,
+:class:`~wes_bridge_cwltool.jobs.ReportingCommandLineTool`, which picks the job runner; today
+that runner executes on the host (or in the configured container runtime), and the TES runner
+plugs in at the same place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import sys
+from importlib.metadata import version
+from typing import Any, Literal
+
+from wes_bridge.plugin import (
+    Availability,
+    DriverContext,
+    DriverOutcome,
+    EngineAdapter,
+    EngineParameters,
+    EngineSettings,
+    RunSpec,
+)
+
+from .inputs import InputError, absolutise_inputs
+
+__all__ = ["CwltoolAdapter", "CwltoolParameters", "CwltoolSettings"]
+
+
+class CwltoolSettings(EngineSettings):
+    """Operator settings (``engines: {cwltool: {...}}`` in the config file)."""
+
+    container_runtime: Literal["none", "docker", "podman", "singularity"] = "none"
+    """``none``: tools run on the host and DockerRequirement images are not used."""
+
+
+class CwltoolParameters(EngineParameters):
+    """Per-run ``workflow_engine_parameters`` accepted for cwltool runs."""
+
+    parallel: bool = False
+    """Run independent jobs (and scatter jobs) in parallel (cwltool --parallel)."""
+    strict: bool = True
+    """Strict validation of the CWL documents (cwltool --strict / --non-strict)."""
+    on_error: Literal["stop", "continue"] = "stop"
+    """What to do when a job fails (cwltool --on-error)."""
+    compute_checksum: bool = True
+    """Report sha1 checksums of output files (cwltool --compute-checksum)."""
+    relax_path_checks: bool = False
+    """Allow file names with characters cwltool would refuse (cwltool --relax-path-checks)."""
+    enable_dev: bool = False
+    """Allow development versions of CWL (cwltool --enable-dev)."""
+    debug: bool = False
+    """Verbose engine log in the run's stderr (cwltool --debug)."""
+
+
+def _keep_loaded_schemas() -> None:
+    """cwltool's schema hook; the standard schemas are already loaded (see ``warm``)."""
+
+
+_RUNTIME_FLAGS = {"none": ["--no-container"], "docker": [], "podman": ["--podman"],
+                  "singularity": ["--singularity"]}
+
+
+class CwltoolAdapter(EngineAdapter):
+    engine = "cwltool"
+    workflow_type = "CWL"
+    workflow_type_versions = ("v1.0", "v1.1", "v1.2")
+    settings_model = CwltoolSettings
+    parameters_model = CwltoolParameters
+    warm_modules = ("wes_bridge_cwltool.warm",)
+
+    settings: CwltoolSettings
+
+    def engine_version(self) -> str:
+        return version("cwltool")
+
+    def availability(self) -> Availability:
+        runtime = self.settings.container_runtime
+        binary = {"none": None, "docker": "docker", "podman": "podman",
+                  "singularity": "singularity"}[runtime]
+        if binary and shutil.which(binary) is None:
+            return Availability(False, f"container runtime {binary!r} is configured but not "
+                                       "on PATH")
+        return Availability(True)
+
+    def execution_description(self) -> str:
+        if self.settings.container_runtime == "none":
+            return ("host: no container runtime configured; DockerRequirement images are not "
+                    "used and tools run directly on the host")
+        return f"container runtime {self.settings.container_runtime}"
+
+    def validate(self, run: RunSpec) -> list[str]:
+        try:
+            absolutise_inputs(run.params, run.workflow_dir)
+        except InputError as exc:
+            return [str(exc)]
+        return []
+
+    def drive(self, ctx: DriverContext) -> DriverOutcome:
+        from cwltool.argparser import arg_parser
+        from cwltool.context import LoadingContext
+        from cwltool.main import main as cwltool_main
+
+        from .jobs import make_tool_factory
+
+        run = ctx.run
+        params: CwltoolParameters = run.engine_parameters  # type: ignore[assignment]
+        job_file = ctx.run_dir / "inputs.json"
+        job_file.write_text(json.dumps(absolutise_inputs(run.params, run.workflow_dir)))
+        workflow = str(run.workflow_path)
+        if run.workflow_fragment:
+            workflow += "#" + run.workflow_fragment
+        argv = [
+            *_RUNTIME_FLAGS[self.settings.container_runtime],
+            "--outdir", str(ctx.outputs_dir),
+            "--tmpdir-prefix", str(ctx.work_dir / "tmp") + "/",
+            "--tmp-outdir-prefix", str(ctx.work_dir / "out") + "/",
+            "--strict" if params.strict else "--non-strict",
+            "--on-error", params.on_error,
+            "--compute-checksum" if params.compute_checksum else "--no-compute-checksum",
+        ]
+        if params.parallel:
+            argv.append("--parallel")
+        if params.relax_path_checks:
+            argv.append("--relax-path-checks")
+        if params.enable_dev:
+            argv.append("--enable-dev")
+        if params.debug:
+            argv.append("--debug")
+        argv += [workflow, str(job_file)]
+        log = logging.getLogger("wes_bridge.cwltool")
+        print(f"wes-bridge: {self.execution_description()}", file=sys.stderr, flush=True)
+
+        args = arg_parser().parse_args(argv)
+        loading = LoadingContext(vars(args))
+        loading.podman = self.settings.container_runtime == "podman"
+        loading.singularity = self.settings.container_runtime == "singularity"
+        loading.construct_tool_object = make_tool_factory(ctx.tasks, ctx.run_dir)
+        captured = io.StringIO()
+        # A schema callback keeps cwltool from dropping the schemas the warm process parsed
+        # (parsing them again costs most of a second per run).
+        rc = cwltool_main(args=args, loadingContext=loading, stdout=captured,
+                          custom_schema_callback=_keep_loaded_schemas)
+        cmd = ["cwltool", *argv]
+        outputs: dict[str, Any] = {}
+        text = captured.getvalue().strip()
+        if text:
+            try:
+                loaded = json.loads(text)
+                outputs = loaded if isinstance(loaded, dict) else {}
+            except ValueError:
+                log.warning("cwltool printed an output object that is not JSON")
+        if rc == 0:
+            return DriverOutcome("COMPLETE", outputs=outputs, exit_code=0, cmd=cmd)
+        reason = {33: "the workflow uses a requirement this node does not support"}.get(
+            rc, "the workflow failed; see the run's stderr and its tasks"
+        )
+        return DriverOutcome("EXECUTOR_ERROR", outputs=outputs, exit_code=rc, cmd=cmd,
+                             system_logs=[f"cwltool exited with code {rc}: {reason}"])

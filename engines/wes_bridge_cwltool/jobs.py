@@ -1,0 +1,119 @@
+"""The seam between cwltool and the place a job runs.
+
+:class:`ReportingCommandLineTool` replaces cwltool's CommandLineTool through the loading
+context's ``construct_tool_object`` hook (cwltool's own extension point). It wraps whatever job
+runner cwltool would pick so that every job is reported as a task of the run: command line,
+stdout/stderr files, start and end, exit code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from cwltool.command_line_tool import CommandLineTool
+from cwltool.context import LoadingContext, RuntimeContext
+from cwltool.job import JobBase
+from cwltool.process import Process
+from cwltool.workflow import default_make_tool
+
+from wes_bridge.plugin import TaskReporter
+
+__all__ = ["ReportingCommandLineTool", "make_tool_factory"]
+
+_counter = itertools.count(1)
+_counter_lock = threading.Lock()
+_classes: dict[tuple[type[JobBase], int], type[JobBase]] = {}
+
+
+def _task_id(name: str) -> str:
+    with _counter_lock:
+        n = next(_counter)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "job"
+    return f"{n:04d}-{safe}"[:200]
+
+
+def _reporting_job_class(base: type[JobBase], reporter: TaskReporter) -> type[JobBase]:
+    key = (base, id(reporter))
+    if key in _classes:
+        return _classes[key]
+
+    class ReportingJob(base):  # type: ignore[valid-type,misc]
+        def _execute(
+            self,
+            runtime: list[str],
+            env: MutableMapping[str, str],
+            runtimeContext: RuntimeContext,
+            monitor_function: Callable[[Any], None] | None = None,
+        ) -> None:
+            task_id = _task_id(self.name)
+            popen: dict[str, Any] = {}
+            status: dict[str, str] = {}
+
+            def monitor(sproc: Any) -> None:
+                popen["proc"] = sproc
+                if monitor_function is not None:
+                    monitor_function(sproc)
+
+            original_callback = self.output_callback
+
+            def callback(outputs: Any, process_status: str) -> None:
+                status["value"] = process_status
+                if original_callback is not None:
+                    original_callback(outputs, process_status)
+
+            self.output_callback = callback
+            logs = Path(self.base_path_logs)
+            reporter.started(
+                task_id,
+                self.name,
+                cmd=[str(c) for c in (*runtime, *self.command_line)],
+                stdout=logs / self.stdout if self.stdout else None,
+                stderr=logs / self.stderr if self.stderr else None,
+            )
+            try:
+                super()._execute(runtime, env, runtimeContext, monitor)
+            finally:
+                proc = popen.get("proc")
+                exit_code = proc.returncode if proc is not None else None
+                ok = status.get("value") == "success"
+                reporter.finished(
+                    task_id,
+                    "COMPLETE" if ok else "EXECUTOR_ERROR",
+                    exit_code=exit_code,
+                    system_logs=[] if ok else [f"cwltool status: {status.get('value')}"],
+                )
+
+    ReportingJob.__name__ = f"Reporting{base.__name__}"
+    _classes[key] = ReportingJob
+    return ReportingJob
+
+
+class ReportingCommandLineTool(CommandLineTool):
+    reporter: TaskReporter
+
+    def make_job_runner(self, runtimeContext: RuntimeContext) -> type[JobBase]:
+        return _reporting_job_class(super().make_job_runner(runtimeContext), self.reporter)
+
+
+def make_tool_factory(
+    reporter: TaskReporter, run_dir: Path
+) -> Callable[[Any, LoadingContext], Process]:
+    """A ``construct_tool_object`` hook that reports every CommandLineTool job."""
+    del run_dir  # reserved for runners that stage through the run directory (TES)
+
+    def make_tool(toolpath_object: Any, loading_context: LoadingContext) -> Process:
+        if isinstance(toolpath_object, MutableMapping) and (
+            toolpath_object.get("class") == "CommandLineTool"
+        ):
+            tool = ReportingCommandLineTool(toolpath_object, loading_context)
+            tool.reporter = reporter
+            return tool
+        return default_make_tool(toolpath_object, loading_context)
+
+    return make_tool
+

@@ -1,0 +1,79 @@
+"""The ASGI application, built by :func:`create_app` (no import-time singletons)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+from .api import install_error_handlers, wes_router
+from .api.errors import error_response
+from .config import Settings
+from .errors import UploadTooLarge
+from .node import Node, build_node
+from .registry import EngineRegistry
+
+__all__ = ["WES_PREFIX", "create_app"]
+
+WES_PREFIX = "/ga4gh/wes/v1"
+
+
+class BodySizeLimit:
+    """Refuses request bodies over ``limit`` bytes, declared or streamed, with a 400."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is larger than this node's limit of {self.limit} bytes"
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await error_response(400, message)(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.limit:
+                    raise UploadTooLarge(message)
+            return msg
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(settings: Settings, registry: EngineRegistry | None = None) -> FastAPI:
+    """A WES node for ``settings``; its supervisor runs while the app's lifespan does."""
+    node: Node = build_node(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        node.start()
+        try:
+            yield {}
+        finally:
+            node.stop()
+
+    app = FastAPI(
+        title="wes-bridge",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=f"{WES_PREFIX}/ui",
+        openapi_url=f"{WES_PREFIX}/openapi.json",
+        redoc_url=None,
+    )
+    app.state.node = node
+    install_error_handlers(app)
+    app.include_router(wes_router, prefix=WES_PREFIX)
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+    return app

@@ -1,0 +1,101 @@
+"""The ``wes-bridge`` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from . import __version__
+from .config import ConfigFileError, Settings, load_settings
+from .registry import EngineRegistry
+
+__all__ = ["main"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except (ConfigFileError, ValidationError) as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+
+
+@click.group()
+@click.version_option(__version__, prog_name="wes-bridge")
+def main() -> None:
+    """wes-bridge: a GA4GH WES node with pluggable workflow engines."""
+
+
+@main.command()
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8080).")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Database and run directories (default ./wes-bridge-data).")
+@click.option("--config", "config", type=click.Path(path_type=Path, exists=True,
+                                                       dir_okay=False),
+              help="YAML file of settings; WES_BRIDGE_* env vars and flags override it.")
+@click.option("--max-concurrent-runs", type=int, help="Runs executing at once (default 4).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(config: Path | None, **flags: Any) -> None:
+    """Start a WES node at http://HOST:PORT/ga4gh/wes/v1."""
+    import uvicorn
+
+    from .app import WES_PREFIX, create_app
+
+    settings = _settings(config, **flags)
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    app = create_app(settings)
+    logging.getLogger("wes_bridge").info(
+        "wes-bridge %s serving WES at http://%s:%d%s (data dir %s)",
+        __version__, settings.host, settings.port, WES_PREFIX, settings.data_dir,
+    )
+    log_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"format": LOG_FORMAT}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
+                                 "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": settings.log_level.upper(),
+                        "propagate": False},
+            "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        },
+    }
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config,
+                timeout_graceful_shutdown=10)
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(path_type=Path, exists=True,
+                                                       dir_okay=False))
+def engines(config: Path | None) -> None:
+    """List the engine adapters, their versions, and whether each can run here."""
+    settings = _settings(config)
+    logging.basicConfig(level="CRITICAL")
+    registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
+    rows = [("ENGINE", "TYPE", "VERSIONS", "ENGINE VERSION", "DISTRIBUTION", "USABLE")]
+    for name, engine in sorted(registry.engines.items()):
+        adapter = engine.adapter
+        availability = adapter.availability()
+        rows.append((
+            name,
+            adapter.workflow_type,
+            ",".join(adapter.workflow_type_versions),
+            adapter.engine_version(),
+            f"{engine.distribution} {engine.distribution_version}",
+            "yes" if availability.usable else f"no: {availability.reason}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    for failure in registry.failures:
+        click.echo(f"{failure.name}: NOT LOADED from {failure.distribution} "
+                   f"({failure.target}): {failure.reason}")
+    for name in settings.disabled_engines:
+        click.echo(f"{name}: disabled by configuration")

@@ -1,0 +1,152 @@
+"""Operator settings.
+
+Sources, strongest first: command-line flags, ``WES_BRIDGE_*`` environment variables, the YAML
+file given with ``--config``, then the built-in defaults. Nested values in the environment use
+``__`` (``WES_BRIDGE_ENGINES__CWLTOOL__PARALLEL=true``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = ["ConfigFileError", "Settings", "load_settings"]
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "wes_bridge_config_file", default=None
+)
+
+
+class ConfigFileError(ValueError):
+    """The ``--config`` file is missing, unreadable or not a YAML mapping."""
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the ``--config`` YAML file named through a context variable."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = _config_file.get()
+        self._values: dict[str, Any] = {}
+        if path is None:
+            return
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigFileError(f"cannot read config file {path}: {exc}") from exc
+        if loaded is None:
+            return
+        if not isinstance(loaded, dict):
+            raise ConfigFileError(f"config file {path} must hold a mapping of settings")
+        self._values = loaded
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set for one node."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WES_BRIDGE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = Field("127.0.0.1", description="Address to bind. Loopback unless told otherwise.")
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Field(Path("wes-bridge-data"), description="Database and run directories.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is SQLite in the data dir."
+    )
+    public_url: str | None = Field(
+        None,
+        description="Base URL clients reach this node at (for log URLs); "
+        "default: taken from each request.",
+    )
+
+    max_concurrent_runs: int = Field(4, ge=1, description="Runs executing at once.")
+    cancel_grace_seconds: float = Field(
+        10.0, ge=0, description="SIGTERM-to-SIGKILL wait when cancelling a run."
+    )
+    max_upload_bytes: int = Field(
+        1 << 30, ge=1, description="Largest accepted POST /runs body, attachments included."
+    )
+    max_attachments: int = Field(10_000, ge=1)
+
+    url_fetch_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts workflow_url may name. Empty: any host with a public address.",
+    )
+    url_fetch_allow_private: bool = Field(
+        False,
+        description="Allow workflow_url hosts that resolve to loopback, private, "
+        "link-local or other non-public addresses.",
+    )
+    url_fetch_max_bytes: int = Field(10 << 20, ge=1)
+    url_fetch_timeout_seconds: float = Field(30.0, gt=0)
+
+    auth_instructions_url: str = Field(
+        "https://github.com/wes-bridge/wes-bridge#authentication",
+        description="Where clients learn how to get credentials for this node.",
+    )
+    service_id: str = "org.wes-bridge.node"
+    service_name: str = "wes-bridge"
+    organization_name: str = "wes-bridge"
+    organization_url: str = "https://github.com/wes-bridge/wes-bridge"
+    contact_url: str | None = None
+    environment: str | None = None
+
+    engines: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-engine operator settings, keyed by engine id."
+    )
+    disabled_engines: list[str] = Field(
+        default_factory=list, description="Engine ids not to load."
+    )
+    log_level: str = "info"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'wes-bridge.sqlite'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, the YAML file, the environment and ``overrides``."""
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _config_file.reset(token)

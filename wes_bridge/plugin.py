@@ -1,0 +1,254 @@
+"""The public API that workflow-engine adapters are written against.
+
+An engine adapter teaches wes-bridge to run one workflow language with one engine. It is a
+class deriving from :class:`EngineAdapter`, published through the ``wes_bridge.engines``
+entry-point group; the built-in adapters (``engines/`` in the source tree) register the same way
+a third-party package does. A minimal adapter::
+
+    # my_engine/__init__.py
+    from wes_bridge.plugin import (
+        Availability, DriverContext, DriverOutcome, EngineAdapter, EngineParameters,
+    )
+
+    class Parameters(EngineParameters):
+        threads: int = 1  # per-run `workflow_engine_parameters`; unknown keys are refused
+
+    class MyEngineAdapter(EngineAdapter):
+        engine = "my-engine"
+        workflow_type = "MYWL"
+        workflow_type_versions = ("1.0",)
+        parameters_model = Parameters
+
+        def engine_version(self) -> str:
+            return "1.2.3"
+
+        def drive(self, ctx: DriverContext) -> DriverOutcome:
+            params = ctx.run.engine_parameters  # a validated `Parameters`
+            ...  # run the workflow, report steps through ctx.tasks
+            return DriverOutcome(state="COMPLETE", outputs={...}, exit_code=0)
+
+    # pyproject.toml
+    # [project.entry-points."wes_bridge.engines"]
+    # my-engine = "my_engine:MyEngineAdapter"
+
+What the core does, so adapters do not: the HTTP API, persistence, staging of attachments and
+URLs into ``ctx.run.workflow_dir``, the run state machine, concurrency limits, cancellation
+(the driver's whole process group is signalled: SIGTERM, then SIGKILL), crash recovery, and the
+run's stdout/stderr files (the driver's file descriptors 1 and 2 already point at them).
+
+:meth:`EngineAdapter.drive` runs in a *driver process*: a child forked from a warm process in
+which every adapter's :attr:`EngineAdapter.warm_modules` were imported once at start-up, so a
+run does not pay for importing its engine. The driver is its own process-group leader, works in
+the run directory, and must return a :class:`DriverOutcome` (an exception is recorded as a
+SYSTEM_ERROR of the run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "API_VERSION",
+    "Availability",
+    "DriverContext",
+    "DriverOutcome",
+    "EngineAdapter",
+    "EngineParameters",
+    "EngineSettings",
+    "InvalidRunRequest",
+    "RunSpec",
+    "TaskReporter",
+]
+
+API_VERSION = 1
+"""Version of this plugin API. An adapter declaring another ``api_version`` is not loaded."""
+
+FinalState = Literal["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]
+
+
+class InvalidRunRequest(ValueError):
+    """Raised by :meth:`EngineAdapter.validate` callers; each message becomes part of a 400."""
+
+
+class EngineSettings(BaseModel):
+    """Base of an adapter's operator settings (``engines.<engine id>`` in the config file).
+
+    Subclass it and set :attr:`EngineAdapter.settings_model`. Unknown keys are refused when the
+    node starts, so a typo in the config file is reported, not ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineParameters(BaseModel):
+    """Base of an adapter's per-run ``workflow_engine_parameters``.
+
+    WES sends every value as a string; pydantic's lax mode turns ``"true"``/``"4"`` into the
+    declared types. Unknown keys are refused with a 400 that names them. Field defaults and
+    types are published in service-info as ``default_workflow_engine_parameters``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether an adapter's engine can run on this machine, and why not when it cannot."""
+
+    usable: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run as the adapter sees it: the validated request, already staged on disk."""
+
+    run_id: str
+    workflow_type: str
+    workflow_type_version: str
+    workflow_url: str
+    """What the client sent (a relative attachment path or a URL)."""
+    workflow_path: Path
+    """The primary workflow file inside :attr:`workflow_dir`."""
+    workflow_fragment: str | None
+    """The part after ``#`` in ``workflow_url`` (e.g. ``main`` of a packed CWL), if any."""
+    workflow_dir: Path
+    """Attachments (and the fetched workflow) live here; relative inputs resolve against it."""
+    params: dict[str, Any]
+    engine_parameters: EngineParameters
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class TaskReporter:
+    """Tells the core about the steps of a run, so ``GET /runs/{id}/tasks`` can list them.
+
+    Events are appended to a JSON-lines file in the run directory that the core reads while the
+    run goes on (and again after a restart), so reporting never blocks the engine on the server.
+    """
+
+    def __init__(self, events_path: Path) -> None:
+        self._path = events_path
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        # One write() of an O_APPEND file per event: concurrent steps never interleave lines.
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def started(
+        self,
+        task_id: str,
+        name: str,
+        cmd: list[str] | None = None,
+        stdout: Path | None = None,
+        stderr: Path | None = None,
+        tes_uri: str | None = None,
+    ) -> None:
+        """A step has started. ``stdout``/``stderr`` name files the step writes, if any."""
+        self._emit(
+            {
+                "event": "started",
+                "id": task_id,
+                "name": name,
+                "cmd": cmd or [],
+                "time": time.time(),
+                "stdout": str(stdout) if stdout else None,
+                "stderr": str(stderr) if stderr else None,
+                "tes_uri": tes_uri,
+            }
+        )
+
+    def finished(
+        self,
+        task_id: str,
+        state: str,
+        exit_code: int | None = None,
+        system_logs: list[str] | None = None,
+    ) -> None:
+        """A step has ended in ``state`` (a WES/TES state name such as ``COMPLETE``)."""
+        self._emit(
+            {
+                "event": "finished",
+                "id": task_id,
+                "state": state,
+                "exit_code": exit_code,
+                "time": time.time(),
+                "system_logs": system_logs or [],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """Everything :meth:`EngineAdapter.drive` may use. New fields may be added; none removed."""
+
+    run: RunSpec
+    run_dir: Path
+    outputs_dir: Path
+    """Where final outputs go; the core serves and checksums nothing outside it."""
+    work_dir: Path
+    """Scratch space for the engine (intermediate files, TMPDIR); kept for debugging."""
+    tasks: TaskReporter
+
+
+@dataclass
+class DriverOutcome:
+    """How a run ended, as the engine saw it."""
+
+    state: FinalState
+    outputs: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+    cmd: list[str] = field(default_factory=list)
+    system_logs: list[str] = field(default_factory=list)
+
+
+class EngineAdapter(ABC):
+    """Base class of every engine adapter.
+
+    Class attributes describe the adapter; the core checks them when the plugin loads and
+    reports a plugin that gets them wrong by name, then starts without it.
+    """
+
+    api_version: ClassVar[int] = API_VERSION
+    engine: ClassVar[str]
+    """Engine id, e.g. ``cwltool``; must equal the entry-point name."""
+    workflow_type: ClassVar[str]
+    """WES ``workflow_type`` this adapter runs, e.g. ``CWL``."""
+    workflow_type_versions: ClassVar[tuple[str, ...]]
+    """Accepted ``workflow_type_version`` values, e.g. ``("v1.0", "v1.1", "v1.2")``."""
+    settings_model: ClassVar[type[EngineSettings]] = EngineSettings
+    parameters_model: ClassVar[type[EngineParameters]] = EngineParameters
+    supports_resume: ClassVar[bool] = False
+    """True if :meth:`drive` can pick up a run whose earlier driver died (e.g. a restart)."""
+    warm_modules: ClassVar[tuple[str, ...]] = ()
+    """Modules imported once in the warm driver process (import-time warm-up is allowed)."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def engine_version(self) -> str:
+        """The version of the engine this adapter drives, as WES reports it."""
+
+    def availability(self) -> Availability:
+        """Whether the engine can run here. Called by ``wes-bridge engines`` and service-info."""
+        return Availability(True)
+
+    def validate(self, run: RunSpec) -> list[str]:
+        """Cheap checks in the server before the run is queued; each string becomes a 400."""
+        return []
+
+    @abstractmethod
+    def drive(self, ctx: DriverContext) -> DriverOutcome:
+        """Run the workflow to the end, in the driver process. See the module docstring."""

@@ -1,0 +1,243 @@
+"""Turning the parts of a ``POST /runs`` request into a run directory.
+
+Everything is written into a hidden staging folder first and renamed into place only when the
+whole request was accepted, so a refused request leaves nothing behind. Attachment names are
+checked before anything is written: relative, no ``..``, no backslashes or NUL, no duplicates,
+no file that is also a folder. ``workflow_url`` is either one of the attachments (optionally
+with a ``#fragment``) or an ``http(s)`` URL fetched under the node's host policy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+
+from .config import Settings
+from .errors import BadRequest, Forbidden
+
+__all__ = ["Attachment", "RunStager", "StagedRun", "check_url_host", "normalise_attachment_name"]
+
+_CHUNK = 1 << 20
+_MAX_NAME = 4096
+_MAX_COMPONENT = 255
+_MAX_REDIRECTS = 5
+WORKFLOW_DIR = "workflow"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One ``workflow_attachment`` part: its client-given name and a readable file object."""
+
+    filename: str
+    file: BinaryIO
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    run_dir: Path
+    workflow_dir: Path
+    workflow_path: Path
+    workflow_fragment: str | None
+
+
+def normalise_attachment_name(raw: str) -> str:
+    """The safe relative POSIX path for an attachment name, or :class:`BadRequest`."""
+    shown = raw.encode("unicode_escape").decode("ascii")[:200]
+    if not raw:
+        raise BadRequest("workflow_attachment part without a filename")
+    if "\x00" in raw:
+        raise BadRequest(f"attachment name {shown!r} contains a NUL byte")
+    if "\\" in raw:
+        raise BadRequest(f"attachment name {shown!r} contains a backslash; use '/'")
+    if len(raw) > _MAX_NAME:
+        raise BadRequest(f"attachment name is longer than {_MAX_NAME} characters")
+    if raw.startswith("/"):
+        raise BadRequest(f"attachment name {shown!r} is an absolute path; names must be relative")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if not parts:
+        raise BadRequest(f"attachment name {shown!r} names no file")
+    for part in parts:
+        if part == "..":
+            raise BadRequest(f"attachment name {shown!r} refers to a parent directory ('..')")
+        if len(part.encode("utf-8", "surrogateescape")) > _MAX_COMPONENT:
+            raise BadRequest(f"attachment name {shown!r} has a component over 255 bytes")
+        if any(ord(c) < 32 for c in part):
+            raise BadRequest(f"attachment name {shown!r} contains a control character")
+    return str(PurePosixPath(*parts))
+
+
+def check_url_host(url: str, settings: Settings) -> None:
+    """Refuse URLs the node must not fetch: other schemes, hosts outside the allow-list, and
+    (unless allowed) hosts resolving to loopback, private, link-local or reserved addresses."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise BadRequest(f"URL scheme {parts.scheme!r} is not supported; use http or https")
+    host = parts.hostname
+    if not host:
+        raise BadRequest(f"URL {url!r} has no host")
+    allowed = [h.lower() for h in settings.url_fetch_allowed_hosts]
+    if allowed and host.lower() not in allowed:
+        raise Forbidden(
+            f"host {host!r} is not in this node's url_fetch_allowed_hosts ({', '.join(allowed)})"
+        )
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise BadRequest(f"URL {url!r} has an invalid port") from exc
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise BadRequest(f"cannot resolve host {host!r}: {exc}") from exc
+    if settings.url_fetch_allow_private:
+        return
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global:
+            raise Forbidden(
+                f"host {host!r} resolves to the non-public address {address}; this node only "
+                "fetches from public addresses (see url_fetch_allow_private)"
+            )
+
+
+class RunStager:
+    """Builds run directories under ``settings.runs_dir``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.runs_dir
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def stage(self, run_id: str, workflow_url: str, attachments: Iterable[Attachment]) -> StagedRun:
+        final = self.run_dir(run_id)
+        staging = self.root / f".staging-{run_id}"
+        staging.mkdir(mode=0o750)
+        try:
+            workflow_dir = staging / WORKFLOW_DIR
+            workflow_dir.mkdir()
+            names = self._write_attachments(workflow_dir, attachments)
+            relative, fragment = self._resolve_workflow(workflow_dir, workflow_url, names)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return StagedRun(final, final / WORKFLOW_DIR, final / WORKFLOW_DIR / relative, fragment)
+
+    def discard(self, run_id: str) -> None:
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    # -- attachments ------------------------------------------------------------------------
+    def _write_attachments(self, root: Path, attachments: Iterable[Attachment]) -> set[str]:
+        items = [(normalise_attachment_name(a.filename), a) for a in attachments]
+        names: set[str] = set()
+        for name, _ in items:
+            if name in names:
+                raise BadRequest(f"attachment {name!r} is given more than once")
+            names.add(name)
+        for name in names:
+            parents = PurePosixPath(name).parents
+            clash = next((str(p) for p in parents if str(p) in names), None)
+            if clash:
+                raise BadRequest(f"attachment {clash!r} is a file but {name!r} uses it as a folder")
+        for name, attachment in items:
+            target = root.joinpath(*PurePosixPath(name).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # O_EXCL|O_NOFOLLOW: never follow or replace anything already there.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(target, flags, 0o640)
+            with os.fdopen(fd, "wb") as out:
+                attachment.file.seek(0)
+                shutil.copyfileobj(attachment.file, out, _CHUNK)
+        return names
+
+    # -- workflow_url -----------------------------------------------------------------------
+    def _resolve_workflow(
+        self, workflow_dir: Path, workflow_url: str, names: set[str]
+    ) -> tuple[str, str | None]:
+        url = workflow_url.strip()
+        if not url:
+            raise BadRequest("workflow_url is required")
+        scheme = urlsplit(url).scheme
+        if scheme in ("http", "https"):
+            base, _, fragment = url.partition("#")
+            return self._fetch(workflow_dir, base, names), fragment or None
+        if scheme:
+            raise BadRequest(
+                f"workflow_url scheme {scheme!r} is not supported; give a relative path to one "
+                "of the workflow_attachment files, or an http(s) URL"
+            )
+        path, _, fragment = url.partition("#")
+        try:
+            name = normalise_attachment_name(unquote(path))
+        except BadRequest as exc:
+            raise BadRequest(f"workflow_url: {exc.msg}") from exc
+        if name not in names:
+            listed = ", ".join(sorted(names)[:10]) or "none were sent"
+            raise BadRequest(
+                f"workflow_url {url!r} is neither an http(s) URL nor one of the attachments "
+                f"({listed})"
+            )
+        return name, fragment or None
+
+    def _fetch(self, workflow_dir: Path, url: str, names: set[str]) -> str:
+        settings = self.settings
+        filename = PurePosixPath(unquote(urlsplit(url).path)).name or "workflow"
+        try:
+            filename = normalise_attachment_name(filename)
+        except BadRequest:
+            filename = "workflow"
+        if filename in names:
+            raise BadRequest(
+                f"workflow_url's file name {filename!r} is also the name of an attachment"
+            )
+        timeout = httpx.Timeout(settings.url_fetch_timeout_seconds)
+        current = url
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            for _ in range(_MAX_REDIRECTS + 1):
+                check_url_host(current, settings)
+                try:
+                    with client.stream("GET", current) as response:
+                        if response.is_redirect and "location" in response.headers:
+                            current = urljoin(current, response.headers["location"])
+                            continue
+                        if response.status_code != 200:
+                            raise BadRequest(
+                                f"fetching workflow_url {url!r} failed: HTTP "
+                                f"{response.status_code}"
+                            )
+                        self._save(response, workflow_dir / filename, url)
+                        return filename
+                except httpx.TimeoutException as exc:
+                    raise BadRequest(
+                        f"fetching workflow_url {url!r} timed out after "
+                        f"{settings.url_fetch_timeout_seconds:g} s"
+                    ) from exc
+                except httpx.HTTPError as exc:
+                    raise BadRequest(f"fetching workflow_url {url!r} failed: {exc}") from exc
+        raise BadRequest(f"fetching workflow_url {url!r}: more than {_MAX_REDIRECTS} redirects")
+
+    def _save(self, response: httpx.Response, target: Path, url: str) -> None:
+        limit = self.settings.url_fetch_max_bytes
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise BadRequest(f"workflow_url {url!r} is larger than the limit of {limit} bytes")
+        size = 0
+        with open(target, "xb") as out:
+            for chunk in response.iter_bytes(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise BadRequest(
+                        f"workflow_url {url!r} is larger than the limit of {limit} bytes"
+                    )
+                out.write(chunk)

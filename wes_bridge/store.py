@@ -1,0 +1,419 @@
+"""The run store: runs, their state history, tags and tasks (SQLAlchemy 2).
+
+SQLite (WAL mode) is the embedded default; any SQLAlchemy URL works, PostgreSQL being the one
+meant for several replicas. Every state change is a conditional UPDATE (``WHERE state IN
+(...)``) so two actors can never both move a run, and each change is kept in ``run_events``
+with its timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+__all__ = ["RunRecord", "RunStore", "TaskRecord", "utcnow"]
+
+TERMINAL_STATES = frozenset(
+    {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
+)
+ACTIVE_STATES = frozenset({"INITIALIZING", "RUNNING", "CANCELING"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class _Run(_Base):
+    __tablename__ = "runs"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    engine: Mapped[str] = mapped_column(String(100), nullable=False)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    run_dir: Mapped[str] = mapped_column(Text, nullable=False)
+    staged: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    cmd: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    system_logs: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    driver_pid: Mapped[int | None] = mapped_column(Integer)
+    driver_started: Mapped[float | None] = mapped_column(Float)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("ix_runs_state_seq", "state", "seq"),)
+
+
+class _RunTag(_Base):
+    __tablename__ = "run_tags"
+    run_seq: Mapped[int] = mapped_column(ForeignKey("runs.seq"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    __table_args__ = (Index("ix_run_tags_key_value", "key", "value", "run_seq"),)
+
+
+class _RunEvent(_Base):
+    __tablename__ = "run_events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class _Task(_Base):
+    __tablename__ = "tasks"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    id: Mapped[str] = mapped_column(String(255), nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    cmd: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    stdout_path: Mapped[str | None] = mapped_column(Text)
+    stderr_path: Mapped[str | None] = mapped_column(Text)
+    tes_uri: Mapped[str | None] = mapped_column(Text)
+    system_logs: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    __table_args__ = (Index("ux_tasks_run_id", "run_id", "id", unique=True),)
+
+
+class _Secret(_Base):
+    __tablename__ = "node_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    seq: int
+    id: str
+    state: str
+    engine: str
+    request: dict[str, Any]
+    tags: dict[str, str]
+    run_dir: str
+    staged: dict[str, Any]
+    created_at: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+    exit_code: int | None
+    cmd: list[str]
+    outputs: dict[str, Any]
+    system_logs: list[str]
+    driver_pid: int | None
+    driver_started: float | None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    seq: int
+    run_id: str
+    id: str
+    name: str
+    state: str
+    cmd: list[str]
+    start_time: datetime | None
+    end_time: datetime | None
+    exit_code: int | None
+    stdout_path: str | None
+    stderr_path: str | None
+    tes_uri: str | None
+    system_logs: list[str]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _run_record(row: _Run) -> RunRecord:
+    return RunRecord(
+        seq=row.seq,
+        id=row.id,
+        state=row.state,
+        engine=row.engine,
+        request=row.request,
+        tags=row.tags,
+        run_dir=row.run_dir,
+        staged=dict(row.staged or {}),
+        created_at=_aware(row.created_at) or utcnow(),
+        start_time=_aware(row.start_time),
+        end_time=_aware(row.end_time),
+        exit_code=row.exit_code,
+        cmd=list(row.cmd or []),
+        outputs=dict(row.outputs or {}),
+        system_logs=list(row.system_logs or []),
+        driver_pid=row.driver_pid,
+        driver_started=row.driver_started,
+    )
+
+
+def _task_record(row: _Task) -> TaskRecord:
+    return TaskRecord(
+        seq=row.seq,
+        run_id=row.run_id,
+        id=row.id,
+        name=row.name,
+        state=row.state,
+        cmd=list(row.cmd or []),
+        start_time=_aware(row.start_time),
+        end_time=_aware(row.end_time),
+        exit_code=row.exit_code,
+        stdout_path=row.stdout_path,
+        stderr_path=row.stderr_path,
+        tes_uri=row.tes_uri,
+        system_logs=list(row.system_logs or []),
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class RunStore:
+    """Persistence of runs and tasks. Thread-safe: every call uses its own session."""
+
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        _Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- runs -------------------------------------------------------------------------------
+    @staticmethod
+    def new_run_id() -> str:
+        return str(uuid.uuid4())
+
+    def create_run(
+        self,
+        run_id: str,
+        engine: str,
+        request: dict[str, Any],
+        tags: dict[str, str],
+        run_dir: str,
+        staged: dict[str, Any],
+    ) -> RunRecord:
+        now = utcnow()
+        with self._session() as s:
+            row = _Run(
+                id=run_id,
+                state="QUEUED",
+                engine=engine,
+                request=request,
+                tags=tags,
+                run_dir=run_dir,
+                staged=staged,
+                created_at=now,
+                cmd=[],
+                outputs={},
+                system_logs=[],
+            )
+            s.add(row)
+            s.flush()
+            s.add_all(_RunTag(run_seq=row.seq, key=k, value=v) for k, v in tags.items())
+            s.add(_RunEvent(run_id=run_id, state="QUEUED", at=now))
+            s.flush()
+            return _run_record(row)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._session() as s:
+            row = s.scalar(select(_Run).where(_Run.id == run_id))
+            return _run_record(row) if row else None
+
+    def get_state(self, run_id: str) -> str | None:
+        with self._session() as s:
+            return s.scalar(select(_Run.state).where(_Run.id == run_id))
+
+    def list_runs(
+        self,
+        limit: int,
+        before_seq: int | None = None,
+        state: str | None = None,
+        tag_key: str | None = None,
+        tag_value: str | None = None,
+    ) -> list[RunRecord]:
+        """Newest first; ``before_seq`` continues a page (keyset, stable under inserts)."""
+        query = select(_Run).order_by(_Run.seq.desc()).limit(limit)
+        if before_seq is not None:
+            query = query.where(_Run.seq < before_seq)
+        if state is not None:
+            query = query.where(_Run.state == state)
+        if tag_key is not None:
+            tagged = select(_RunTag.run_seq).where(_RunTag.key == tag_key)
+            if tag_value is not None:
+                tagged = tagged.where(_RunTag.value == tag_value)
+            query = query.where(_Run.seq.in_(tagged))
+        with self._session() as s:
+            return [_run_record(r) for r in s.scalars(query)]
+
+    def state_counts(self) -> dict[str, int]:
+        with self._session() as s:
+            rows = s.execute(select(_Run.state, func.count()).group_by(_Run.state))
+            return {state: int(count) for state, count in rows}
+
+    def runs_in_states(self, states: Iterable[str]) -> list[RunRecord]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(_Run).where(_Run.state.in_(list(states))).order_by(_Run.seq)
+            )
+            return [_run_record(r) for r in rows]
+
+    def ids_in_state(self, run_ids: Sequence[str], state: str) -> set[str]:
+        if not run_ids:
+            return set()
+        with self._session() as s:
+            return set(
+                s.scalars(select(_Run.id).where(_Run.id.in_(run_ids), _Run.state == state))
+            )
+
+    def transition(
+        self,
+        run_id: str,
+        to_state: str,
+        from_states: Iterable[str],
+        reason: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move a run to ``to_state`` if it is in one of ``from_states``; True if it moved."""
+        now = utcnow()
+        values: dict[str, Any] = {"state": to_state, **fields}
+        if to_state in TERMINAL_STATES and "end_time" not in fields:
+            values["end_time"] = now
+        with self._session() as s:
+            result = s.execute(
+                update(_Run)
+                .where(_Run.id == run_id, _Run.state.in_(list(from_states)))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            moved = bool(getattr(result, "rowcount", 0))
+            if moved:
+                s.add(_RunEvent(run_id=run_id, state=to_state, at=now, reason=reason))
+            return moved
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self._session() as s:
+            s.execute(update(_Run).where(_Run.id == run_id).values(**fields))
+
+    def claim_queued(self, limit: int, owner: str) -> list[RunRecord]:
+        """Atomically move up to ``limit`` of the oldest QUEUED runs to INITIALIZING."""
+        claimed: list[RunRecord] = []
+        if limit <= 0:
+            return claimed
+        with self._session() as s:
+            candidates = list(
+                s.scalars(
+                    select(_Run.id).where(_Run.state == "QUEUED").order_by(_Run.seq).limit(limit)
+                )
+            )
+        for run_id in candidates:
+            if self.transition(run_id, "INITIALIZING", ["QUEUED"], owner=owner):
+                run = self.get_run(run_id)
+                if run is not None:
+                    claimed.append(run)
+        return claimed
+
+    def run_events(self, run_id: str) -> list[tuple[str, datetime, str | None]]:
+        with self._session() as s:
+            rows = s.execute(
+                select(_RunEvent.state, _RunEvent.at, _RunEvent.reason)
+                .where(_RunEvent.run_id == run_id)
+                .order_by(_RunEvent.seq)
+            )
+            return [(st, _aware(at) or utcnow(), reason) for st, at, reason in rows]
+
+    # -- tasks ------------------------------------------------------------------------------
+    def upsert_task(self, run_id: str, task_id: str, **fields: Any) -> None:
+        with self._session() as s:
+            existing = s.scalar(select(_Task).where(_Task.run_id == run_id, _Task.id == task_id))
+            if existing is None:
+                fields.setdefault("name", task_id)
+                fields.setdefault("state", "RUNNING")
+                s.add(_Task(run_id=run_id, id=task_id, **fields))
+            else:
+                for key, value in fields.items():
+                    setattr(existing, key, value)
+
+    def list_tasks(self, run_id: str, limit: int, after_seq: int | None = None) -> list[TaskRecord]:
+        query = select(_Task).where(_Task.run_id == run_id).order_by(_Task.seq).limit(limit)
+        if after_seq is not None:
+            query = query.where(_Task.seq > after_seq)
+        with self._session() as s:
+            return [_task_record(t) for t in s.scalars(query)]
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        with self._session() as s:
+            row = s.scalar(select(_Task).where(_Task.run_id == run_id, _Task.id == task_id))
+            return _task_record(row) if row else None
+
+    # -- node-wide secrets ------------------------------------------------------------------
+    def secret(self, name: str) -> bytes:
+        """A random secret shared by every replica on this database, created on first use."""
+        with self._session() as s:
+            value = s.scalar(select(_Secret.value).where(_Secret.name == name))
+        if value is None:
+            try:
+                with self._session() as s:
+                    s.add(_Secret(name=name, value=secrets.token_hex(32)))
+            except IntegrityError:
+                pass  # another replica created it first
+            with self._session() as s:
+                value = s.scalar(select(_Secret.value).where(_Secret.name == name))
+        assert value is not None
+        return bytes.fromhex(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,360 @@
+"""The run state machine: queue, launch, watch, cancel and recover runs.
+
+::
+
+    QUEUED -> INITIALIZING -> RUNNING -> COMPLETE | EXECUTOR_ERROR | SYSTEM_ERROR
+       |            |             |
+       +------------+-------------+--> CANCELING -> CANCELED   (QUEUED goes straight to CANCELED)
+
+One supervisor thread per node claims QUEUED runs up to ``max_concurrent_runs`` and starts a
+driver for each; a small thread per driver waits for it to exit and wakes the supervisor, which
+collects the outcome. At start-up every run left INITIALIZING, RUNNING or CANCELING by an
+earlier server is put in a true state: re-attached if its driver still runs, finished from its
+``result.json`` if the driver completed meanwhile, re-queued if it never started, otherwise
+SYSTEM_ERROR with the reason in ``system_logs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import Settings
+from .drivers import DriverLauncher, DriverProcess, RunFiles, read_outcome
+from .errors import InvalidTransition, NotFound
+from .plugin import DriverOutcome, RunSpec
+from .registry import EngineRegistry
+from .store import ACTIVE_STATES, TERMINAL_STATES, RunRecord, RunStore
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("wes_bridge.runs")
+
+
+@dataclass
+class _ActiveRun:
+    run_id: str
+    files: RunFiles
+    process: DriverProcess
+    events_offset: int = 0
+    kill_at: float | None = None
+    exited: bool = False
+    tasks_seen: set[str] = field(default_factory=set)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RunStore,
+        registry: EngineRegistry,
+        launcher: DriverLauncher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.launcher = launcher
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._active: dict[str, _ActiveRun] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="wes-bridge-supervisor")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop scheduling. Running drivers go on; the next start re-attaches them."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            still = list(self._active)
+        if still:
+            log.info("stopping with %d run(s) still executing; they are re-attached at the "
+                     "next start: %s", len(still), ", ".join(still))
+
+    def notify(self) -> None:
+        """A run was queued or cancelled: look now rather than at the next tick."""
+        self._wake.set()
+
+    def active_count(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    # -- state changes ----------------------------------------------------------------------
+    def _move(
+        self, run_id: str, to_state: str, from_states: set[str] | frozenset[str],
+        reason: str | None = None, **fields: Any,
+    ) -> bool:
+        moved = self.store.transition(run_id, to_state, from_states, reason=reason, **fields)
+        if moved:
+            log.info("run %s -> %s%s", run_id, to_state, f" ({reason})" if reason else "")
+        return moved
+
+    def cancel(self, run_id: str) -> str:
+        """Cancel a run; returns its new state. Raises for unknown or finished runs."""
+        for _ in range(5):
+            state = self.store.get_state(run_id)
+            if state is None:
+                raise NotFound(f"run {run_id} not found")
+            if state in TERMINAL_STATES:
+                raise InvalidTransition(f"run {run_id} has already ended ({state}); "
+                                        "there is nothing to cancel")
+            if state == "CANCELING":
+                return state
+            if state == "QUEUED":
+                if self._move(run_id, "CANCELED", {"QUEUED"}, reason="cancelled before start"):
+                    return "CANCELED"
+                continue
+            if self._move(run_id, "CANCELING", {"INITIALIZING", "RUNNING"},
+                          reason="cancel requested"):
+                self.notify()
+                return "CANCELING"
+        state = self.store.get_state(run_id)
+        return state or "UNKNOWN"
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._tick()
+            except Exception:
+                log.exception("supervisor tick failed; retrying")
+            self._wake.wait(0.5)
+
+    def _tick(self) -> None:
+        with self._lock:
+            active = list(self._active.values())
+        cancelling = self.store.ids_in_state([a.run_id for a in active], "CANCELING")
+        now = time.monotonic()
+        for run in active:
+            self._ingest_events(run)
+            if run.exited:
+                self._finish(run)
+                continue
+            if run.run_id in cancelling and run.kill_at is None:
+                log.info("run %s: sending SIGTERM to driver process group %d",
+                         run.run_id, run.process.pid)
+                run.process.signal_group(signal.SIGTERM)
+                run.kill_at = now + self.settings.cancel_grace_seconds
+            elif run.kill_at is not None and now >= run.kill_at:
+                log.info("run %s: driver still alive after %.0f s; SIGKILL", run.run_id,
+                         self.settings.cancel_grace_seconds)
+                run.process.signal_group(signal.SIGKILL)
+                run.kill_at = now + 3600
+        if self._stop.is_set():
+            return
+        free = self.settings.max_concurrent_runs - self.active_count()
+        for record in self.store.claim_queued(free, self.owner):
+            log.info("run %s -> INITIALIZING", record.id)
+            self._launch(record)
+
+    # -- launching --------------------------------------------------------------------------
+    def _spec(self, record: RunRecord) -> RunSpec:
+        engine = self.registry.engines[record.engine]
+        request = record.request
+        params_model = engine.adapter.parameters_model
+        engine_parameters = params_model.model_validate(
+            request.get("workflow_engine_parameters") or {}
+        )
+        workflow_dir = Path(record.run_dir) / "workflow"
+        return RunSpec(
+            run_id=record.id,
+            workflow_type=request["workflow_type"],
+            workflow_type_version=request["workflow_type_version"],
+            workflow_url=request["workflow_url"],
+            workflow_path=workflow_dir / record.staged["workflow_path"],
+            workflow_fragment=record.staged.get("workflow_fragment"),
+            workflow_dir=workflow_dir,
+            params=request.get("workflow_params") or {},
+            engine_parameters=engine_parameters,
+            tags=record.tags,
+        )
+
+    def _launch(self, record: RunRecord) -> None:
+        engine = self.registry.engines.get(record.engine)
+        if engine is None:
+            self._move(record.id, "SYSTEM_ERROR", {"INITIALIZING"},
+                       reason="engine unavailable",
+                       system_logs=[f"engine {record.engine!r} is not loaded on this node"])
+            return
+        try:
+            spec = self._spec(record)
+        except (KeyError, ValidationError) as exc:
+            self._move(record.id, "SYSTEM_ERROR", {"INITIALIZING"}, reason="bad stored request",
+                       system_logs=[f"cannot start run: {exc}"])
+            return
+        files = RunFiles(Path(record.run_dir))
+        try:
+            process = self.launcher.launch(
+                engine.target, engine.adapter.settings.model_dump(mode="json"), spec,
+                files.run_dir,
+            )
+        except Exception as exc:
+            log.exception("run %s: could not start the engine driver", record.id)
+            self._move(record.id, "SYSTEM_ERROR", {"INITIALIZING"}, reason="driver start failed",
+                       system_logs=[f"could not start the engine driver: {type(exc).__name__}"])
+            return
+        self.store.update_run(record.id, driver_pid=process.pid,
+                              driver_started=process.create_time)
+        self._attach(record.id, files, process)
+        self._move(record.id, "RUNNING", {"INITIALIZING"}, start_time=datetime.now(UTC))
+
+    def _attach(self, run_id: str, files: RunFiles, process: DriverProcess) -> None:
+        active = _ActiveRun(run_id, files, process)
+        with self._lock:
+            self._active[run_id] = active
+
+        def wait_for_exit() -> None:
+            while not process.wait(timeout=5.0):
+                if self._stop.is_set():
+                    return
+            active.exited = True
+            self._wake.set()
+
+        threading.Thread(target=wait_for_exit, name=f"driver-{run_id}", daemon=True).start()
+
+    # -- progress and outcome ---------------------------------------------------------------
+    def _ingest_events(self, run: _ActiveRun) -> None:
+        run.events_offset = ingest_task_events(self.store, run.run_id, run.files,
+                                               run.events_offset)
+
+    def _finish(self, run: _ActiveRun) -> None:
+        self._ingest_events(run)
+        with self._lock:
+            self._active.pop(run.run_id, None)
+        finish_run(self.store, run.run_id, run.files, run.process.exitcode, self._move)
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> None:
+        for record in self.store.runs_in_states(ACTIVE_STATES):
+            files = RunFiles(Path(record.run_dir))
+            process = None
+            if record.driver_pid:
+                process = DriverProcess.attach(record.driver_pid, record.driver_started)
+            if process is not None:
+                log.info("run %s: re-attached to driver pid %d", record.id, process.pid)
+                self._attach(record.id, files, process)
+                if record.state == "INITIALIZING":
+                    self._move(record.id, "RUNNING", {"INITIALIZING"}, reason="re-attached")
+                continue
+            if record.state == "INITIALIZING" and not record.driver_pid:
+                self._move(record.id, "QUEUED", {"INITIALIZING"},
+                           reason="re-queued after restart; it had not started")
+                continue
+            ingest_task_events(self.store, record.id, files, 0)
+            finish_run(self.store, record.id, files, None, self._move, recovering=True,
+                       pid=record.driver_pid)
+
+
+def ingest_task_events(store: RunStore, run_id: str, files: RunFiles, offset: int) -> int:
+    """Read new task events from the run's events file into the store; returns the offset."""
+    try:
+        with open(files.events, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n")
+    if end < 0:
+        return offset
+    for line in data[: end + 1].splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        _apply_task_event(store, run_id, event)
+    return offset + end + 1
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(float(value), UTC) if value is not None else None
+
+
+def _apply_task_event(store: RunStore, run_id: str, event: dict[str, Any]) -> None:
+    task_id = str(event.get("id", ""))[:255]
+    if not task_id:
+        return
+    if event.get("event") == "started":
+        store.upsert_task(
+            run_id, task_id,
+            name=str(event.get("name") or task_id),
+            state="RUNNING",
+            cmd=[str(c) for c in event.get("cmd") or []],
+            start_time=_ts(event.get("time")),
+            stdout_path=event.get("stdout"),
+            stderr_path=event.get("stderr"),
+            tes_uri=event.get("tes_uri"),
+        )
+    elif event.get("event") == "finished":
+        store.upsert_task(
+            run_id, task_id,
+            state=str(event.get("state") or "COMPLETE"),
+            exit_code=event.get("exit_code"),
+            end_time=_ts(event.get("time")),
+            system_logs=[str(s) for s in event.get("system_logs") or []],
+        )
+
+
+def finish_run(
+    store: RunStore,
+    run_id: str,
+    files: RunFiles,
+    driver_exit_code: int | None,
+    move: Any,
+    recovering: bool = False,
+    pid: int | None = None,
+) -> None:
+    """Record how a run ended, from its driver's result file and the run's current state."""
+    state = store.get_state(run_id)
+    outcome: DriverOutcome | None = read_outcome(files)
+    if state == "CANCELING":
+        move(run_id, "CANCELED", {"CANCELING"}, reason="cancelled",
+             system_logs=["cancelled on request; the engine driver was stopped"])
+        _close_open_tasks(store, run_id, "CANCELED")
+        return
+    if outcome is None:
+        if recovering:
+            why = (f"the engine driver (pid {pid}) was no longer running when wes-bridge "
+                   "restarted, and it left no result")
+        else:
+            why = f"the engine driver exited (code {driver_exit_code}) without leaving a result"
+        move(run_id, "SYSTEM_ERROR", ACTIVE_STATES, reason="driver lost", system_logs=[why])
+        _close_open_tasks(store, run_id, "SYSTEM_ERROR")
+        return
+    logs = list(outcome.system_logs)
+    if recovering:
+        logs.append("the run finished while wes-bridge was down; result collected at restart")
+    move(run_id, outcome.state, ACTIVE_STATES, reason="engine finished",
+         outputs=outcome.outputs, exit_code=outcome.exit_code, cmd=outcome.cmd,
+         system_logs=logs)
+    _close_open_tasks(store, run_id, "SYSTEM_ERROR" if outcome.state != "CANCELED" else "CANCELED")
+
+
+def _close_open_tasks(store: RunStore, run_id: str, state: str) -> None:
+    # A step still marked RUNNING when its run has ended did not report its own end.
+    open_tasks = [t for t in store.list_tasks(run_id, 1_000_000) if t.state == "RUNNING"]
+    for task in open_tasks:
+        store.upsert_task(run_id, task.id, state=state, end_time=datetime.now(UTC),
+                          system_logs=[*task.system_logs,
+                                       "the run ended before this step reported its end"])
