@@ -137,6 +137,15 @@ class TaskReporter:
     def __init__(self, events_path: Path) -> None:
         self._path = events_path
 
+    def log_paths(self, task_id: str) -> tuple[Path, Path]:
+        """Files (stdout, stderr) in the run directory where a step's logs may be kept.
+
+        The folder is created; the core serves these files through the task's log URLs.
+        """
+        folder = self._path.parent / "tasks" / task_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / "stdout", folder / "stderr"
+
     def _emit(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         # One write() of an O_APPEND file per event: concurrent steps never interleave lines.

@@ -9,6 +9,7 @@ stdout/stderr files, start and end, exit code.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import threading
 from collections.abc import Callable, MutableMapping
@@ -67,17 +68,27 @@ def _reporting_job_class(base: type[JobBase], reporter: TaskReporter) -> type[Jo
                     original_callback(outputs, process_status)
 
             self.output_callback = callback
-            logs = Path(self.base_path_logs)
+            stdout_log, stderr_log = reporter.log_paths(task_id)
+            # Streams the tool does not capture itself go to the task's own log files instead
+            # of the engine's stderr; captured ones are hard-linked there after the step.
+            context = runtimeContext.copy()
+            if not self.stdout:
+                context.default_stdout = open(stdout_log, "wb")  # noqa: SIM115 - cwltool closes
+            if not self.stderr:
+                context.default_stderr = open(stderr_log, "wb")  # noqa: SIM115
             reporter.started(
                 task_id,
                 self.name,
                 cmd=[str(c) for c in (*runtime, *self.command_line)],
-                stdout=logs / self.stdout if self.stdout else None,
-                stderr=logs / self.stderr if self.stderr else None,
+                stdout=stdout_log,
+                stderr=stderr_log,
             )
             try:
-                super()._execute(runtime, env, runtimeContext, monitor)
+                super()._execute(runtime, env, context, monitor)
             finally:
+                for declared, log_file in ((self.stdout, stdout_log), (self.stderr, stderr_log)):
+                    if declared:
+                        _link(Path(self.base_path_logs) / declared, log_file)
                 proc = popen.get("proc")
                 exit_code = proc.returncode if proc is not None else None
                 ok = status.get("value") == "success"
@@ -91,6 +102,13 @@ def _reporting_job_class(base: type[JobBase], reporter: TaskReporter) -> type[Jo
     ReportingJob.__name__ = f"Reporting{base.__name__}"
     _classes[key] = ReportingJob
     return ReportingJob
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        pass  # another file system, or the tool did not write it: no task log for it
 
 
 class ReportingCommandLineTool(CommandLineTool):

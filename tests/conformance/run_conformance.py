@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -264,11 +265,95 @@ def parse_junit(path: Path) -> list[CaseOutcome]:
     return outcomes
 
 
+def relabel_junit(path: Path, selection: list[int], listing: list[tuple[str, str]]) -> None:
+    """Fix cwltest's labels of a partial run: it names the k-th result after the k-th test."""
+    tree = ET.parse(path)
+    cases = list(tree.getroot().iter("testcase"))
+    if len(cases) != len(selection):
+        raise SetupError(f"{len(cases)} results in {path} for {len(selection)} selected tests")
+    for case, number in zip(cases, selection, strict=True):
+        name, doc = listing[number - 1]
+        case.set("file", name)
+        case.set("name", doc)
+        case.attrib.pop("class", None)  # the tags of another test
+        url = case.get("url") or "cwltest:#"
+        case.set("url", f"{url.rsplit('#', 1)[0]}#{number}")
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
 # --------------------------------------------------------------------------- main logic
 
 
+def expand_numbers(spec: str) -> list[int]:
+    """cwltest's ``-n`` syntax ("1,3-6") to 1-based numbers, in the given order."""
+    result: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        result.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    return result
+
+
+def list_tests(cfg: Config, cwltest_exe: str, suite: Path) -> list[tuple[str, str]]:
+    """(short name, doc) of each test under the tag filter, numbered from 1 as by cwltest."""
+    argv = [cwltest_exe, "--test", cfg.test_file, "-l"]
+    if cfg.tags:
+        argv += ["--tags", cfg.tags]
+    if cfg.exclude_tags:
+        argv += ["--exclude-tags", cfg.exclude_tags]
+    out = subprocess.run(argv, cwd=suite, capture_output=True, text=True, check=True).stdout
+    tests: list[tuple[str, str]] = []
+    for line in out.splitlines():
+        match = re.match(r"\[(\d+)\] (?:(\S+): )?(.*)$", line)
+        if match:
+            tests.append((match.group(2) or match.group(1), match.group(3)))
+    return tests
+
+
+def select_tests(cfg: Config, listing: list[tuple[str, str]]) -> list[int] | None:
+    """1-based numbers of the selected tests, or None for all of them.
+
+    Done here rather than with cwltest's own -s/-S because cwltest 2.x labels the
+    JUnit test cases of a partial run by position (the k-th result gets the k-th
+    test's name), so we pass it explicit numbers and relabel the results ourselves.
+    """
+    if not (cfg.numbers or cfg.names or cfg.exclude_names):
+        return None
+    index = {name: i + 1 for i, (name, _) in enumerate(listing)}
+
+    def by_name(spec: str) -> list[int]:
+        unknown = [n for n in spec.split(",") if n not in index]
+        if unknown:
+            raise SetupError(f"unknown test name(s) for these tags: {', '.join(unknown)}")
+        return [index[n] for n in spec.split(",")]
+
+    chosen: list[int] = []
+    if cfg.numbers:
+        chosen += expand_numbers(cfg.numbers)
+    if cfg.names:
+        chosen += by_name(cfg.names)
+    if not (cfg.numbers or cfg.names):
+        chosen = list(range(1, len(listing) + 1))
+    excluded = set(by_name(cfg.exclude_names)) if cfg.exclude_names else set()
+    seen: set[int] = set()
+    selection = []
+    for n in chosen:
+        if not 1 <= n <= len(listing):
+            raise SetupError(f"test number {n} out of range 1-{len(listing)}")
+        if n not in excluded and n not in seen:
+            seen.add(n)
+            selection.append(n)
+    if not selection:
+        raise SetupError("no test selected")
+    return selection
+
+
 def build_cwltest_argv(
-    cfg: Config, tool_exe: str, cwltest_exe: str, wes_url: str | None, junit: Path
+    cfg: Config,
+    tool_exe: str,
+    cwltest_exe: str,
+    wes_url: str | None,
+    junit: Path,
+    selection: list[int] | None,
 ) -> list[str]:
     argv = [
         cwltest_exe,
@@ -286,9 +371,7 @@ def build_cwltest_argv(
     for flag, value in (
         ("--tags", cfg.tags),
         ("--exclude-tags", cfg.exclude_tags),
-        ("-n", cfg.numbers),
-        ("-s", cfg.names),
-        ("-S", cfg.exclude_names),
+        ("-n", ",".join(map(str, selection)) if selection else None),
     ):
         if value:
             argv += [flag, value]
@@ -325,15 +408,21 @@ def run_conformance(cfg: Config) -> ConformanceResult:
     junit.parent.mkdir(parents=True, exist_ok=True)
     junit.unlink(missing_ok=True)
 
+    listing = list_tests(cfg, cwltest_exe, suite)
+    selection = select_tests(cfg, listing)
+
     with contextlib.ExitStack() as stack:
         wes_url = stack.enter_context(started_server(cfg)) if cfg.tool == TOIL_RUNNER else None
-        argv = build_cwltest_argv(cfg, tool_exe, cwltest_exe, wes_url, junit)
+        argv = build_cwltest_argv(cfg, tool_exe, cwltest_exe, wes_url, junit, selection)
         print(f"running (cwd={suite}): {shlex.join(argv)}", file=sys.stderr)
         proc = subprocess.run(argv, cwd=suite, env=env, check=False)
 
     if not junit.is_file():
         raise SetupError(f"cwltest exited {proc.returncode} without writing {junit}")
-    return ConformanceResult(parse_junit(junit), junit, proc.returncode)
+    if selection is not None:
+        relabel_junit(junit, selection, listing)
+    outcomes = parse_junit(junit)
+    return ConformanceResult(outcomes, junit, proc.returncode)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -371,7 +460,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         "--tags", default="required", help="cwltest --tags; '' for all tests (default: %(default)s)"
     )
     p.add_argument("--exclude-tags", help="cwltest --exclude-tags")
-    p.add_argument("-n", dest="numbers", help="only these test numbers, e.g. 1,3-6")
+    p.add_argument(
+        "-n",
+        dest="numbers",
+        help="only these test numbers (as listed by cwltest -l with the same tags), e.g. 1,3-6",
+    )
     p.add_argument("-s", dest="names", help="only these test short names, comma separated")
     p.add_argument("-S", dest="exclude_names", help="exclude these short names")
     p.add_argument("-j", "--jobs", type=int, default=2, help="parallel tests (default: 2)")

@@ -193,7 +193,7 @@ async def _read_request(request: Request, node: Node) -> tuple[dict[str, Any], l
         if unknown:
             raise BadRequest(f"unknown RunRequest fields: {', '.join(sorted(unknown))}")
         return body, []
-    if not content_type.startswith("multipart/form-data"):
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise BadRequest("POST /runs takes multipart/form-data (or a JSON RunRequest)")
     form: FormData = await request.form(
         max_files=node.settings.max_attachments,
