@@ -28,13 +28,24 @@ class SpecCheckedClient(TestClient):
     def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
         response = super().request(method, url, *args, **kwargs)
         path = httpx.URL(str(url)).path
-        if check_response(wes_api(), method, path, response.status_code, response.content,
-                          response.headers.get("content-type", "")):
+        if check_response(
+            wes_api(),
+            method,
+            path,
+            response.status_code,
+            response.content,
+            response.headers.get("content-type", ""),
+        ):
             SpecCheckedClient.checked += 1
         return response
 
-    def submit(self, workflow: Path | str, params: dict[str, Any] | None = None,
-               attachments: list[tuple[str, bytes]] | None = None, **fields: str) -> httpx.Response:
+    def submit(
+        self,
+        workflow: Path | str,
+        params: dict[str, Any] | None = None,
+        attachments: list[tuple[str, bytes]] | None = None,
+        **fields: str,
+    ) -> httpx.Response:
         """POST /runs with a workflow file from test-workflows/ (or explicit attachments)."""
         import json
 
@@ -63,8 +74,7 @@ class SpecCheckedClient(TestClient):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "data", max_concurrent_runs=4,
-                         cancel_grace_seconds=2)
+    return load_settings(data_dir=tmp_path / "data", max_concurrent_runs=4, cancel_grace_seconds=2)
 
 
 @pytest.fixture
@@ -76,7 +86,8 @@ def client(settings: Settings) -> Iterator[SpecCheckedClient]:
 
 @pytest.fixture
 def settings_one_slot_client(tmp_path: Path) -> Iterator[SpecCheckedClient]:
-    settings = load_settings(data_dir=tmp_path / "data", max_concurrent_runs=1,
-                             cancel_grace_seconds=2)
+    settings = load_settings(
+        data_dir=tmp_path / "data", max_concurrent_runs=1, cancel_grace_seconds=2
+    )
     with SpecCheckedClient(create_app(settings)) as test_client:
         yield test_client

@@ -74,12 +74,13 @@ class SpecViolation(AssertionError):
     pass
 
 
-def check_response(api: Api, method: str, url_path: str, status: int, body: bytes,
-                   content_type: str) -> bool:
+def check_response(
+    api: Api, method: str, url_path: str, status: int, body: bytes, content_type: str
+) -> bool:
     """Validate one response; returns False for paths the document does not describe."""
     if not url_path.startswith(api.prefix):
         return False
-    path = url_path[len(api.prefix):] or "/"
+    path = url_path[len(api.prefix) :] or "/"
     found = api.operation(method, path)
     if found is None:
         return False
@@ -93,8 +94,9 @@ def check_response(api: Api, method: str, url_path: str, status: int, body: byte
                 f"(declared: {', '.join(sorted(responses))})"
             )
         declared = responses.get("400") or {
-            "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+            }
         }
     content = declared.get("content", {}).get("application/json")
     if content is None:
@@ -110,8 +112,7 @@ def check_response(api: Api, method: str, url_path: str, status: int, body: byte
     if errors:
         detail = "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
         raise SpecViolation(f"{method} {template} {status} violates {api.name}: {detail}")
-    if status >= 400:
-        # ErrorResponse has no required fields in the spec; we promise both.
-        if set(data) != {"msg", "status_code"} or data["status_code"] != status:
-            raise SpecViolation(f"{method} {template} {status}: error body {data!r}")
+    # ErrorResponse has no required fields in the spec; we promise both.
+    if status >= 400 and (set(data) != {"msg", "status_code"} or data["status_code"] != status):
+        raise SpecViolation(f"{method} {template} {status}: error body {data!r}")
     return True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,29 +42,48 @@ def _error(response, status: int, *fragments: str) -> None:  # type: ignore[no-u
         ({"tags": "{oops"}, 400, ["tags is not valid JSON"]),
         ({"tags": '{"a": {"b": 1}}'}, 400, ["tags['a'] must be a string"]),
         ({"workflow_engine_parameters": "nope"}, 400, ["workflow_engine_parameters is not valid"]),
-        ({"workflow_engine_parameters": '{"no_such_flag": "1"}'}, 400,
-         ["no_such_flag", "Extra inputs are not permitted"]),
+        (
+            {"workflow_engine_parameters": '{"no_such_flag": "1"}'},
+            400,
+            ["no_such_flag", "Extra inputs are not permitted"],
+        ),
         ({"workflow_engine_parameters": '{"parallel": "maybe"}'}, 400, ["parallel"]),
         ({"workflow_engine": "toil"}, 400, ["'toil' cannot run CWL", "cwltool"]),
-        ({"workflow_engine": "cwltool", "workflow_engine_version": "0.1"}, 400,
-         ["'0.1' of cwltool is not available"]),
+        (
+            {"workflow_engine": "cwltool", "workflow_engine_version": "0.1"},
+            400,
+            ["'0.1' of cwltool is not available"],
+        ),
         ({"workflow_engine_version": "1.0"}, 400, ["without workflow_engine"]),
         ({"workflow_url": ""}, 400, ["workflow_url is required"]),
         ({"workflow_url": "missing.cwl"}, 400, ["neither an http(s) URL nor one of", "hello.cwl"]),
         ({"workflow_url": "../hello.cwl"}, 400, ["parent directory"]),
         ({"workflow_url": "file:///etc/passwd"}, 400, ["scheme 'file' is not supported"]),
         ({"workflow_url": "ftp://example.org/x.cwl"}, 400, ["scheme 'ftp'"]),
-        ({"workflow_params": '{"x": {"class": "File", "location": "../../secret"}}'}, 400,
-         ["points outside the run's attachments"]),
+        (
+            {"workflow_params": '{"x": {"class": "File", "location": "../../secret"}}'},
+            400,
+            ["points outside the run's attachments"],
+        ),
         ({"surprise": "1"}, 400, ["unknown form field 'surprise'"]),
     ],
 )
-def test_bad_fields(client: SpecCheckedClient, settings: Settings, fields: dict[str, str],
-                    status: int, fragments: list[str]) -> None:
-    data = {"workflow_type": "CWL", "workflow_type_version": "v1.2",
-            "workflow_url": "hello.cwl", **fields}
-    response = client.post(f"{WES}/runs", data=data,
-                           files=[("workflow_attachment", ("hello.cwl", HELLO))])
+def test_bad_fields(
+    client: SpecCheckedClient,
+    settings: Settings,
+    fields: dict[str, str],
+    status: int,
+    fragments: list[str],
+) -> None:
+    data = {
+        "workflow_type": "CWL",
+        "workflow_type_version": "v1.2",
+        "workflow_url": "hello.cwl",
+        **fields,
+    }
+    response = client.post(
+        f"{WES}/runs", data=data, files=[("workflow_attachment", ("hello.cwl", HELLO))]
+    )
     _error(response, status, *fragments)
     _assert_nothing_left(client, settings)
 
@@ -84,8 +102,9 @@ def test_bad_fields(client: SpecCheckedClient, settings: Settings, fields: dict[
         (["x" * 300], "over 255 bytes"),
     ],
 )
-def test_bad_attachment_names(client: SpecCheckedClient, settings: Settings, names: list[str],
-                              fragment: str) -> None:
+def test_bad_attachment_names(
+    client: SpecCheckedClient, settings: Settings, names: list[str], fragment: str
+) -> None:
     files = [("workflow_attachment", (name, b"x")) for name in names]
     files.append(("workflow_attachment", ("main.cwl", HELLO)))
     data = {"workflow_type": "CWL", "workflow_type_version": "v1.2", "workflow_url": "main.cwl"}
@@ -102,27 +121,39 @@ def _raw_multipart(filename: bytes) -> bytes:
         b'--b\r\nContent-Disposition: form-data; name="workflow_attachment"; filename="main.cwl"'
         b"\r\n\r\n" + HELLO + b"\r\n",
         b'--b\r\nContent-Disposition: form-data; name="workflow_attachment"; filename="'
-        + filename + b'"\r\n\r\nx\r\n',
+        + filename
+        + b'"\r\n\r\nx\r\n',
         b"--b--\r\n",
     ]
     return b"".join(parts)
 
 
-@pytest.mark.parametrize(("raw_name", "fragment"), [(b"evil\x00.cwl", "NUL"),
-                                                    (b"a/\x01b", "control character")])
-def test_raw_control_bytes_in_names(client: SpecCheckedClient, settings: Settings,
-                                    raw_name: bytes, fragment: str) -> None:
-    response = client.post(f"{WES}/runs", content=_raw_multipart(raw_name),
-                           headers={"content-type": "multipart/form-data; boundary=b"})
+@pytest.mark.parametrize(
+    ("raw_name", "fragment"), [(b"evil\x00.cwl", "NUL"), (b"a/\x01b", "control character")]
+)
+def test_raw_control_bytes_in_names(
+    client: SpecCheckedClient, settings: Settings, raw_name: bytes, fragment: str
+) -> None:
+    response = client.post(
+        f"{WES}/runs",
+        content=_raw_multipart(raw_name),
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
     _error(response, 400, fragment)
     _assert_nothing_left(client, settings)
 
 
 def test_not_multipart(client: SpecCheckedClient) -> None:
-    _error(client.post(f"{WES}/runs", content=b"hello", headers={"content-type": "text/plain"}),
-           400, "multipart/form-data")
-    _error(client.post(f"{WES}/runs", content=b"[1]",
-                       headers={"content-type": "application/json"}), 400, "JSON object")
+    _error(
+        client.post(f"{WES}/runs", content=b"hello", headers={"content-type": "text/plain"}),
+        400,
+        "multipart/form-data",
+    )
+    _error(
+        client.post(f"{WES}/runs", content=b"[1]", headers={"content-type": "application/json"}),
+        400,
+        "JSON object",
+    )
 
 
 @pytest.fixture
@@ -135,20 +166,23 @@ def small_client(tmp_path: Path) -> Iterator[tuple[SpecCheckedClient, Settings]]
 def test_upload_over_limit(small_client: tuple[SpecCheckedClient, Settings]) -> None:
     client, settings = small_client
     data = {"workflow_type": "CWL", "workflow_type_version": "v1.2", "workflow_url": "hello.cwl"}
-    files = [("workflow_attachment", ("hello.cwl", HELLO)),
-             ("workflow_attachment", ("big.bin", b"0" * 100_000))]
+    files = [
+        ("workflow_attachment", ("hello.cwl", HELLO)),
+        ("workflow_attachment", ("big.bin", b"0" * 100_000)),
+    ]
     _error(client.post(f"{WES}/runs", data=data, files=files), 400, "limit of 50000 bytes")
 
     # Without a Content-Length the limit still holds while the body streams in.
     def chunks() -> Iterator[bytes]:
-        yield b"--b\r\nContent-Disposition: form-data; name=\"workflow_type\"\r\n\r\nCWL\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="workflow_type"\r\n\r\nCWL\r\n'
         for _ in range(20):
-            yield b"--b\r\nContent-Disposition: form-data; name=\"workflow_attachment\"; "
-            yield b"filename=\"f%d\"\r\n\r\n" % _ + b"1" * 10_000 + b"\r\n"
+            yield b'--b\r\nContent-Disposition: form-data; name="workflow_attachment"; '
+            yield b'filename="f%d"\r\n\r\n' % _ + b"1" * 10_000 + b"\r\n"
         yield b"--b--\r\n"
 
-    response = client.post(f"{WES}/runs", content=chunks(),
-                           headers={"content-type": "multipart/form-data; boundary=b"})
+    response = client.post(
+        f"{WES}/runs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
     _error(response, 400, "limit of 50000 bytes")
     _assert_nothing_left(client, settings)
 
@@ -180,10 +214,16 @@ def test_tampered_page_tokens(client: SpecCheckedClient) -> None:
             continue
         _error(client.get(f"{WES}/runs", params={"page_token": bad}), 400, "page_token")
     # A token from one listing cannot be used for another.
-    _error(client.get(f"{WES}/runs", params={"page_token": token, "state": "COMPLETE"}), 400,
-           "another listing")
-    _error(client.get(f"{WES}/runs/{ids[0]}/tasks", params={"page_token": token}), 400,
-           "another listing")
+    _error(
+        client.get(f"{WES}/runs", params={"page_token": token, "state": "COMPLETE"}),
+        400,
+        "another listing",
+    )
+    _error(
+        client.get(f"{WES}/runs/{ids[0]}/tasks", params={"page_token": token}),
+        400,
+        "another listing",
+    )
     _error(client.get(f"{WES}/runs", params={"page_size": 0}), 400, "page_size")
     _error(client.get(f"{WES}/runs", params={"page_size": "many"}), 400, "page_size")
     _error(client.get(f"{WES}/runs", params={"state": "SLEEPING"}), 400, "state must be")
@@ -211,7 +251,7 @@ def test_forbidden_url_hosts(client: SpecCheckedClient, settings: Settings, url:
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         status, headers, body = self.routes.get(self.path, (404, {}, b"missing"))
         self.send_response(status)
         for key, value in headers.items():
@@ -238,27 +278,48 @@ def test_workflow_url_fetch_under_policy(tmp_path: Path, http_server: str) -> No
     _Handler.routes = {
         "/hello.cwl": (200, {}, HELLO),
         "/big.cwl": (200, {}, b"#" * 5000),
-        "/moved.cwl": (302, {"Location": http_server.replace("127.0.0.1", "localhost")
-                             + "/hello.cwl"}, b""),
+        "/moved.cwl": (
+            302,
+            {"Location": http_server.replace("127.0.0.1", "localhost") + "/hello.cwl"},
+            b"",
+        ),
         "/gone.cwl": (404, {}, b"no"),
     }
-    settings = load_settings(data_dir=tmp_path / "data", url_fetch_allow_private=True,
-                             url_fetch_allowed_hosts=["127.0.0.1"], url_fetch_max_bytes=4096)
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        url_fetch_allow_private=True,
+        url_fetch_allowed_hosts=["127.0.0.1"],
+        url_fetch_max_bytes=4096,
+    )
     with SpecCheckedClient(create_app(settings)) as client:
         base = {"workflow_type": "CWL", "workflow_type_version": "v1.2"}
-        ok = client.post(f"{WES}/runs", data={**base, "workflow_url": f"{http_server}/hello.cwl",
-                                               "workflow_params": '{"message": "fetched"}'})
+        ok = client.post(
+            f"{WES}/runs",
+            data={
+                **base,
+                "workflow_url": f"{http_server}/hello.cwl",
+                "workflow_params": '{"message": "fetched"}',
+            },
+        )
         assert ok.status_code == 200, ok.text
         run_id = ok.json()["run_id"]
         assert client.wait(run_id) == "COMPLETE"
         outputs = client.get(f"{WES}/runs/{run_id}").json()["outputs"]
         assert Path(outputs["greeting"]["path"]).read_text() == "fetched\n"
 
-        _error(client.post(f"{WES}/runs", data={**base, "workflow_url": f"{http_server}/big.cwl"}),
-               400, "larger than the limit of 4096 bytes")
-        _error(client.post(f"{WES}/runs",
-                           data={**base, "workflow_url": f"{http_server}/moved.cwl"}),
-               403, "'localhost' is not in this node's url_fetch_allowed_hosts")
-        _error(client.post(f"{WES}/runs", data={**base, "workflow_url": f"{http_server}/gone.cwl"}),
-               400, "HTTP 404")
+        _error(
+            client.post(f"{WES}/runs", data={**base, "workflow_url": f"{http_server}/big.cwl"}),
+            400,
+            "larger than the limit of 4096 bytes",
+        )
+        _error(
+            client.post(f"{WES}/runs", data={**base, "workflow_url": f"{http_server}/moved.cwl"}),
+            403,
+            "'localhost' is not in this node's url_fetch_allowed_hosts",
+        )
+        _error(
+            client.post(f"{WES}/runs", data={**base, "workflow_url": f"{http_server}/gone.cwl"}),
+            400,
+            "HTTP 404",
+        )
         assert sorted(p.name for p in settings.runs_dir.iterdir()) == [run_id]

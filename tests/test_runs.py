@@ -14,8 +14,11 @@ def _sha1(path: Path) -> str:
 
 
 def test_hello_world_completes_with_outputs_logs_and_task(client: SpecCheckedClient) -> None:
-    response = client.submit("cwl/hello/hello.cwl", {"message": "Hello from a test"},
-                             tags=json.dumps({"project": "demo"}))
+    response = client.submit(
+        "cwl/hello/hello.cwl",
+        {"message": "Hello from a test"},
+        tags=json.dumps({"project": "demo"}),
+    )
     assert response.status_code == 200, response.text
     run_id = response.json()["run_id"]
     assert client.wait(run_id) == "COMPLETE"
@@ -54,11 +57,15 @@ def test_hello_world_completes_with_outputs_logs_and_task(client: SpecCheckedCli
 
 def test_workflow_with_nested_attachments_and_relative_input(client: SpecCheckedClient) -> None:
     root = WORKFLOWS / "cwl/pipeline"
-    files = [(str(p.relative_to(root)), p.read_bytes()) for p in sorted(root.rglob("*"))
-             if p.is_file()]
+    files = [
+        (str(p.relative_to(root)), p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()
+    ]
     response = client.submit(
-        "", {"infile": {"class": "File", "location": "data.txt"}}, attachments=files,
-        workflow_url="workflow.cwl", workflow_engine_parameters=json.dumps({"parallel": True}),
+        "",
+        {"infile": {"class": "File", "location": "data.txt"}},
+        attachments=files,
+        workflow_url="workflow.cwl",
+        workflow_engine_parameters=json.dumps({"parallel": True}),
     )
     assert response.status_code == 200, response.text
     run_id = response.json()["run_id"]
@@ -124,11 +131,13 @@ def test_list_runs_pagination_is_stable_and_filters(client: SpecCheckedClient) -
     assert all("tags" in r for r in first["runs"])
     # New runs arriving between pages do not shift the next page.
     late = client.submit("cwl/hello/hello.cwl").json()["run_id"]
-    second = client.get(f"{WES}/runs",
-                        params={"page_size": 3, "page_token": first["next_page_token"]}).json()
+    second = client.get(
+        f"{WES}/runs", params={"page_size": 3, "page_token": first["next_page_token"]}
+    ).json()
     assert [r["run_id"] for r in second["runs"]] == ids[::-1][3:6]
-    third = client.get(f"{WES}/runs",
-                       params={"page_size": 3, "page_token": second["next_page_token"]}).json()
+    third = client.get(
+        f"{WES}/runs", params={"page_size": 3, "page_token": second["next_page_token"]}
+    ).json()
     assert [r["run_id"] for r in third["runs"]] == ids[:1]
     assert third["next_page_token"] == ""
 
@@ -148,12 +157,17 @@ def test_service_info_reports_engines_and_counts(client: SpecCheckedClient) -> N
     client.wait(run_id)
     info = client.get(f"{WES}/service-info").json()
     assert info["workflow_type_versions"]["CWL"]["workflow_type_version"] == [
-        "v1.0", "v1.1", "v1.2"]
-    import cwltool  # noqa: F401
+        "v1.0",
+        "v1.1",
+        "v1.2",
+    ]
     from importlib.metadata import version
 
+    import cwltool  # noqa: F401
+
     assert info["workflow_engine_versions"]["cwltool"]["workflow_engine_version"] == [
-        version("cwltool")]
+        version("cwltool")
+    ]
     assert info["system_state_counts"]["COMPLETE"] == 1
     assert info["system_state_counts"]["QUEUED"] == 0
     names = {p["name"]: p for p in info["default_workflow_engine_parameters"]}

@@ -35,11 +35,17 @@ def main() -> None:
 @main.command()
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 8080).")
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="Database and run directories (default ./wes-bridge-data).")
-@click.option("--config", "config", type=click.Path(path_type=Path, exists=True,
-                                                       dir_okay=False),
-              help="YAML file of settings; WES_BRIDGE_* env vars and flags override it.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Database and run directories (default ./wes-bridge-data).",
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML file of settings; WES_BRIDGE_* env vars and flags override it.",
+)
 @click.option("--max-concurrent-runs", type=int, help="Runs executing at once (default 4).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(config: Path | None, **flags: Any) -> None:
@@ -53,27 +59,43 @@ def serve(config: Path | None, **flags: Any) -> None:
     app = create_app(settings)
     logging.getLogger("wes_bridge").info(
         "wes-bridge %s serving WES at http://%s:%d%s (data dir %s)",
-        __version__, settings.host, settings.port, WES_PREFIX, settings.data_dir,
+        __version__,
+        settings.host,
+        settings.port,
+        WES_PREFIX,
+        settings.data_dir,
     )
     log_config = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": {"format": LOG_FORMAT}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
-                                 "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
         "loggers": {
-            "uvicorn": {"handlers": ["default"], "level": settings.log_level.upper(),
-                        "propagate": False},
+            "uvicorn": {
+                "handlers": ["default"],
+                "level": settings.log_level.upper(),
+                "propagate": False,
+            },
             "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
         },
     }
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @main.command()
-@click.option("--config", "config", type=click.Path(path_type=Path, exists=True,
-                                                       dir_okay=False))
+@click.option("--config", "config", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 def engines(config: Path | None) -> None:
     """List the engine adapters, their versions, and whether each can run here."""
     settings = _settings(config)
@@ -83,19 +105,25 @@ def engines(config: Path | None) -> None:
     for name, engine in sorted(registry.engines.items()):
         adapter = engine.adapter
         availability = adapter.availability()
-        rows.append((
-            name,
-            adapter.workflow_type,
-            ",".join(adapter.workflow_type_versions),
-            adapter.engine_version(),
-            f"{engine.distribution} {engine.distribution_version}",
-            "yes" if availability.usable else f"no: {availability.reason}",
-        ))
+        rows.append(
+            (
+                name,
+                adapter.workflow_type,
+                ",".join(adapter.workflow_type_versions),
+                adapter.engine_version(),
+                f"{engine.distribution} {engine.distribution_version}",
+                "yes" if availability.usable else f"no: {availability.reason}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
     for failure in registry.failures:
-        click.echo(f"{failure.name}: NOT LOADED from {failure.distribution} "
-                   f"({failure.target}): {failure.reason}")
+        click.echo(
+            f"{failure.name}: NOT LOADED from {failure.distribution} "
+            f"({failure.target}): {failure.reason}"
+        )
     for name in settings.disabled_engines:
         click.echo(f"{name}: disabled by configuration")

@@ -111,9 +111,7 @@ class Settings(BaseSettings):
     engines: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-engine operator settings, keyed by engine id."
     )
-    disabled_engines: list[str] = Field(
-        default_factory=list, description="Engine ids not to load."
-    )
+    disabled_engines: list[str] = Field(default_factory=list, description="Engine ids not to load.")
     log_level: str = "info"
 
     @field_validator("data_dir")

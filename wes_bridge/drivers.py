@@ -13,6 +13,7 @@ result for the next server to collect.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import multiprocessing
@@ -98,7 +99,8 @@ def _load_adapter_class(target: str) -> type[EngineAdapter]:
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
-    assert isinstance(obj, type) and issubclass(obj, EngineAdapter)
+    assert isinstance(obj, type)
+    assert issubclass(obj, EngineAdapter)
     return obj
 
 
@@ -195,10 +197,8 @@ class DriverProcess:
             pass
         except PermissionError:
             # Not (yet) a group leader: signal the process itself.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
 
 
 class DriverLauncher:

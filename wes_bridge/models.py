@@ -24,8 +24,17 @@ __all__ = [
 ]
 
 STATES = (
-    "UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE", "EXECUTOR_ERROR",
-    "SYSTEM_ERROR", "CANCELED", "CANCELING", "PREEMPTED",
+    "UNKNOWN",
+    "QUEUED",
+    "INITIALIZING",
+    "RUNNING",
+    "PAUSED",
+    "COMPLETE",
+    "EXECUTOR_ERROR",
+    "SYSTEM_ERROR",
+    "CANCELED",
+    "CANCELING",
+    "PREEMPTED",
 )
 
 
@@ -128,10 +137,10 @@ class ServiceInfo(BaseModel):
     type: ServiceType
     description: str | None = None
     organization: Organization
-    contactUrl: str | None = None  # noqa: N815 - spec name
-    documentationUrl: str | None = None  # noqa: N815
-    createdAt: str | None = None  # noqa: N815
-    updatedAt: str | None = None  # noqa: N815
+    contactUrl: str | None = None
+    documentationUrl: str | None = None
+    createdAt: str | None = None
+    updatedAt: str | None = None
     environment: str | None = None
     version: str
     workflow_type_versions: dict[str, WorkflowTypeVersion]

@@ -34,12 +34,21 @@ class Node:
         self.supervisor.start()
         for engine in self.registry.engines.values():
             availability = engine.adapter.availability()
-            log.info("engine %s %s (%s %s): %s", engine.name, engine.adapter.engine_version(),
-                     engine.distribution, engine.distribution_version,
-                     "usable" if availability.usable else f"NOT usable: {availability.reason}")
+            log.info(
+                "engine %s %s (%s %s): %s",
+                engine.name,
+                engine.adapter.engine_version(),
+                engine.distribution,
+                engine.distribution_version,
+                "usable" if availability.usable else f"NOT usable: {availability.reason}",
+            )
         for failure in self.registry.failures:
-            log.error("engine plugin %s from %s was not loaded: %s", failure.name,
-                      failure.distribution, failure.reason)
+            log.error(
+                "engine plugin %s from %s was not loaded: %s",
+                failure.name,
+                failure.distribution,
+                failure.reason,
+            )
 
     def stop(self) -> None:
         self.supervisor.stop()

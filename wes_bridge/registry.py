@@ -174,9 +174,7 @@ def _load(ep: EntryPoint, raw_settings: Mapping[str, Any]) -> LoadedEngine:
     except Exception as exc:
         raise _PluginError(f"import failed: {type(exc).__name__}: {exc}") from exc
     if not (isinstance(obj, type) and issubclass(obj, EngineAdapter)):
-        raise _PluginError(
-            f"expected a subclass of wes_bridge.plugin.EngineAdapter, found {obj!r}"
-        )
+        raise _PluginError(f"expected a subclass of wes_bridge.plugin.EngineAdapter, found {obj!r}")
     declared = getattr(obj, "api_version", None)
     if declared != API_VERSION:
         raise _PluginError(

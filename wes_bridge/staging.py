@@ -213,8 +213,7 @@ class RunStager:
                             continue
                         if response.status_code != 200:
                             raise BadRequest(
-                                f"fetching workflow_url {url!r} failed: HTTP "
-                                f"{response.status_code}"
+                                f"fetching workflow_url {url!r} failed: HTTP {response.status_code}"
                             )
                         self._save(response, workflow_dir / filename, url)
                         return filename

@@ -38,9 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 __all__ = ["RunRecord", "RunStore", "TaskRecord", "utcnow"]
 
-TERMINAL_STATES = frozenset(
-    {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
-)
+TERMINAL_STATES = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
 ACTIVE_STATES = frozenset({"INITIALIZING", "RUNNING", "CANCELING"})
 
 
@@ -305,18 +303,14 @@ class RunStore:
 
     def runs_in_states(self, states: Iterable[str]) -> list[RunRecord]:
         with self._session() as s:
-            rows = s.scalars(
-                select(_Run).where(_Run.state.in_(list(states))).order_by(_Run.seq)
-            )
+            rows = s.scalars(select(_Run).where(_Run.state.in_(list(states))).order_by(_Run.seq))
             return [_run_record(r) for r in rows]
 
     def ids_in_state(self, run_ids: Sequence[str], state: str) -> set[str]:
         if not run_ids:
             return set()
         with self._session() as s:
-            return set(
-                s.scalars(select(_Run.id).where(_Run.id.in_(run_ids), _Run.state == state))
-            )
+            return set(s.scalars(select(_Run.id).where(_Run.id.in_(run_ids), _Run.state == state)))
 
     def transition(
         self,

@@ -89,8 +89,12 @@ class Supervisor:
         with self._lock:
             still = list(self._active)
         if still:
-            log.info("stopping with %d run(s) still executing; they are re-attached at the "
-                     "next start: %s", len(still), ", ".join(still))
+            log.info(
+                "stopping with %d run(s) still executing; they are re-attached at the "
+                "next start: %s",
+                len(still),
+                ", ".join(still),
+            )
 
     def notify(self) -> None:
         """A run was queued or cancelled: look now rather than at the next tick."""
@@ -102,8 +106,12 @@ class Supervisor:
 
     # -- state changes ----------------------------------------------------------------------
     def _move(
-        self, run_id: str, to_state: str, from_states: set[str] | frozenset[str],
-        reason: str | None = None, **fields: Any,
+        self,
+        run_id: str,
+        to_state: str,
+        from_states: set[str] | frozenset[str],
+        reason: str | None = None,
+        **fields: Any,
     ) -> bool:
         moved = self.store.transition(run_id, to_state, from_states, reason=reason, **fields)
         if moved:
@@ -117,16 +125,18 @@ class Supervisor:
             if state is None:
                 raise NotFound(f"run {run_id} not found")
             if state in TERMINAL_STATES:
-                raise InvalidTransition(f"run {run_id} has already ended ({state}); "
-                                        "there is nothing to cancel")
+                raise InvalidTransition(
+                    f"run {run_id} has already ended ({state}); there is nothing to cancel"
+                )
             if state == "CANCELING":
                 return state
             if state == "QUEUED":
                 if self._move(run_id, "CANCELED", {"QUEUED"}, reason="cancelled before start"):
                     return "CANCELED"
                 continue
-            if self._move(run_id, "CANCELING", {"INITIALIZING", "RUNNING"},
-                          reason="cancel requested"):
+            if self._move(
+                run_id, "CANCELING", {"INITIALIZING", "RUNNING"}, reason="cancel requested"
+            ):
                 self.notify()
                 return "CANCELING"
         state = self.store.get_state(run_id)
@@ -153,13 +163,19 @@ class Supervisor:
                 self._finish(run)
                 continue
             if run.run_id in cancelling and run.kill_at is None:
-                log.info("run %s: sending SIGTERM to driver process group %d",
-                         run.run_id, run.process.pid)
+                log.info(
+                    "run %s: sending SIGTERM to driver process group %d",
+                    run.run_id,
+                    run.process.pid,
+                )
                 run.process.signal_group(signal.SIGTERM)
                 run.kill_at = now + self.settings.cancel_grace_seconds
             elif run.kill_at is not None and now >= run.kill_at:
-                log.info("run %s: driver still alive after %.0f s; SIGKILL", run.run_id,
-                         self.settings.cancel_grace_seconds)
+                log.info(
+                    "run %s: driver still alive after %.0f s; SIGKILL",
+                    run.run_id,
+                    self.settings.cancel_grace_seconds,
+                )
                 run.process.signal_group(signal.SIGKILL)
                 run.kill_at = now + 3600
         if self._stop.is_set():
@@ -194,29 +210,44 @@ class Supervisor:
     def _launch(self, record: RunRecord) -> None:
         engine = self.registry.engines.get(record.engine)
         if engine is None:
-            self._move(record.id, "SYSTEM_ERROR", {"INITIALIZING"},
-                       reason="engine unavailable",
-                       system_logs=[f"engine {record.engine!r} is not loaded on this node"])
+            self._move(
+                record.id,
+                "SYSTEM_ERROR",
+                {"INITIALIZING"},
+                reason="engine unavailable",
+                system_logs=[f"engine {record.engine!r} is not loaded on this node"],
+            )
             return
         try:
             spec = self._spec(record)
         except (KeyError, ValidationError) as exc:
-            self._move(record.id, "SYSTEM_ERROR", {"INITIALIZING"}, reason="bad stored request",
-                       system_logs=[f"cannot start run: {exc}"])
+            self._move(
+                record.id,
+                "SYSTEM_ERROR",
+                {"INITIALIZING"},
+                reason="bad stored request",
+                system_logs=[f"cannot start run: {exc}"],
+            )
             return
         files = RunFiles(Path(record.run_dir))
         try:
             process = self.launcher.launch(
-                engine.target, engine.adapter.settings.model_dump(mode="json"), spec,
+                engine.target,
+                engine.adapter.settings.model_dump(mode="json"),
+                spec,
                 files.run_dir,
             )
         except Exception as exc:
             log.exception("run %s: could not start the engine driver", record.id)
-            self._move(record.id, "SYSTEM_ERROR", {"INITIALIZING"}, reason="driver start failed",
-                       system_logs=[f"could not start the engine driver: {type(exc).__name__}"])
+            self._move(
+                record.id,
+                "SYSTEM_ERROR",
+                {"INITIALIZING"},
+                reason="driver start failed",
+                system_logs=[f"could not start the engine driver: {type(exc).__name__}"],
+            )
             return
-        self.store.update_run(record.id, driver_pid=process.pid,
-                              driver_started=process.create_time)
+        self.store.update_run(record.id, driver_pid=process.pid, driver_started=process.create_time)
         self._attach(record.id, files, process)
         self._move(record.id, "RUNNING", {"INITIALIZING"}, start_time=datetime.now(UTC))
 
@@ -236,8 +267,7 @@ class Supervisor:
 
     # -- progress and outcome ---------------------------------------------------------------
     def _ingest_events(self, run: _ActiveRun) -> None:
-        run.events_offset = ingest_task_events(self.store, run.run_id, run.files,
-                                               run.events_offset)
+        run.events_offset = ingest_task_events(self.store, run.run_id, run.files, run.events_offset)
 
     def _finish(self, run: _ActiveRun) -> None:
         self._ingest_events(run)
@@ -259,12 +289,23 @@ class Supervisor:
                     self._move(record.id, "RUNNING", {"INITIALIZING"}, reason="re-attached")
                 continue
             if record.state == "INITIALIZING" and not record.driver_pid:
-                self._move(record.id, "QUEUED", {"INITIALIZING"},
-                           reason="re-queued after restart; it had not started")
+                self._move(
+                    record.id,
+                    "QUEUED",
+                    {"INITIALIZING"},
+                    reason="re-queued after restart; it had not started",
+                )
                 continue
             ingest_task_events(self.store, record.id, files, 0)
-            finish_run(self.store, record.id, files, None, self._move, recovering=True,
-                       pid=record.driver_pid)
+            finish_run(
+                self.store,
+                record.id,
+                files,
+                None,
+                self._move,
+                recovering=True,
+                pid=record.driver_pid,
+            )
 
 
 def ingest_task_events(store: RunStore, run_id: str, files: RunFiles, offset: int) -> int:
@@ -297,7 +338,8 @@ def _apply_task_event(store: RunStore, run_id: str, event: dict[str, Any]) -> No
         return
     if event.get("event") == "started":
         store.upsert_task(
-            run_id, task_id,
+            run_id,
+            task_id,
             name=str(event.get("name") or task_id),
             state="RUNNING",
             cmd=[str(c) for c in event.get("cmd") or []],
@@ -308,7 +350,8 @@ def _apply_task_event(store: RunStore, run_id: str, event: dict[str, Any]) -> No
         )
     elif event.get("event") == "finished":
         store.upsert_task(
-            run_id, task_id,
+            run_id,
+            task_id,
             state=str(event.get("state") or "COMPLETE"),
             exit_code=event.get("exit_code"),
             end_time=_ts(event.get("time")),
@@ -329,14 +372,21 @@ def finish_run(
     state = store.get_state(run_id)
     outcome: DriverOutcome | None = read_outcome(files)
     if state == "CANCELING":
-        move(run_id, "CANCELED", {"CANCELING"}, reason="cancelled",
-             system_logs=["cancelled on request; the engine driver was stopped"])
+        move(
+            run_id,
+            "CANCELED",
+            {"CANCELING"},
+            reason="cancelled",
+            system_logs=["cancelled on request; the engine driver was stopped"],
+        )
         _close_open_tasks(store, run_id, "CANCELED")
         return
     if outcome is None:
         if recovering:
-            why = (f"the engine driver (pid {pid}) was no longer running when wes-bridge "
-                   "restarted, and it left no result")
+            why = (
+                f"the engine driver (pid {pid}) was no longer running when wes-bridge "
+                "restarted, and it left no result"
+            )
         else:
             why = f"the engine driver exited (code {driver_exit_code}) without leaving a result"
         move(run_id, "SYSTEM_ERROR", ACTIVE_STATES, reason="driver lost", system_logs=[why])
@@ -345,9 +395,16 @@ def finish_run(
     logs = list(outcome.system_logs)
     if recovering:
         logs.append("the run finished while wes-bridge was down; result collected at restart")
-    move(run_id, outcome.state, ACTIVE_STATES, reason="engine finished",
-         outputs=outcome.outputs, exit_code=outcome.exit_code, cmd=outcome.cmd,
-         system_logs=logs)
+    move(
+        run_id,
+        outcome.state,
+        ACTIVE_STATES,
+        reason="engine finished",
+        outputs=outcome.outputs,
+        exit_code=outcome.exit_code,
+        cmd=outcome.cmd,
+        system_logs=logs,
+    )
     _close_open_tasks(store, run_id, "SYSTEM_ERROR" if outcome.state != "CANCELED" else "CANCELED")
 
 
@@ -355,6 +412,10 @@ def _close_open_tasks(store: RunStore, run_id: str, state: str) -> None:
     # A step still marked RUNNING when its run has ended did not report its own end.
     open_tasks = [t for t in store.list_tasks(run_id, 1_000_000) if t.state == "RUNNING"]
     for task in open_tasks:
-        store.upsert_task(run_id, task.id, state=state, end_time=datetime.now(UTC),
-                          system_logs=[*task.system_logs,
-                                       "the run ended before this step reported its end"])
+        store.upsert_task(
+            run_id,
+            task.id,
+            state=state,
+            end_time=datetime.now(UTC),
+            system_logs=[*task.system_logs, "the run ended before this step reported its end"],
+        )

@@ -65,8 +65,12 @@ def _keep_loaded_schemas() -> None:
     """cwltool's schema hook; the standard schemas are already loaded (see ``warm``)."""
 
 
-_RUNTIME_FLAGS = {"none": ["--no-container"], "docker": [], "podman": ["--podman"],
-                  "singularity": ["--singularity"]}
+_RUNTIME_FLAGS = {
+    "none": ["--no-container"],
+    "docker": [],
+    "podman": ["--podman"],
+    "singularity": ["--singularity"],
+}
 
 
 class CwltoolAdapter(EngineAdapter):
@@ -84,17 +88,24 @@ class CwltoolAdapter(EngineAdapter):
 
     def availability(self) -> Availability:
         runtime = self.settings.container_runtime
-        binary = {"none": None, "docker": "docker", "podman": "podman",
-                  "singularity": "singularity"}[runtime]
+        binary = {
+            "none": None,
+            "docker": "docker",
+            "podman": "podman",
+            "singularity": "singularity",
+        }[runtime]
         if binary and shutil.which(binary) is None:
-            return Availability(False, f"container runtime {binary!r} is configured but not "
-                                       "on PATH")
+            return Availability(
+                False, f"container runtime {binary!r} is configured but not on PATH"
+            )
         return Availability(True)
 
     def execution_description(self) -> str:
         if self.settings.container_runtime == "none":
-            return ("host: no container runtime configured; DockerRequirement images are not "
-                    "used and tools run directly on the host")
+            return (
+                "host: no container runtime configured; DockerRequirement images are not "
+                "used and tools run directly on the host"
+            )
         return f"container runtime {self.settings.container_runtime}"
 
     def validate(self, run: RunSpec) -> list[str]:
@@ -120,11 +131,15 @@ class CwltoolAdapter(EngineAdapter):
             workflow += "#" + run.workflow_fragment
         argv = [
             *_RUNTIME_FLAGS[self.settings.container_runtime],
-            "--outdir", str(ctx.outputs_dir),
-            "--tmpdir-prefix", str(ctx.work_dir / "tmp") + "/",
-            "--tmp-outdir-prefix", str(ctx.work_dir / "out") + "/",
+            "--outdir",
+            str(ctx.outputs_dir),
+            "--tmpdir-prefix",
+            str(ctx.work_dir / "tmp") + "/",
+            "--tmp-outdir-prefix",
+            str(ctx.work_dir / "out") + "/",
             "--strict" if params.strict else "--non-strict",
-            "--on-error", params.on_error,
+            "--on-error",
+            params.on_error,
             "--compute-checksum" if params.compute_checksum else "--no-compute-checksum",
         ]
         if params.parallel:
@@ -143,12 +158,16 @@ class CwltoolAdapter(EngineAdapter):
         loading = LoadingContext(vars(args))
         loading.podman = self.settings.container_runtime == "podman"
         loading.singularity = self.settings.container_runtime == "singularity"
-        loading.construct_tool_object = make_tool_factory(ctx.tasks, ctx.run_dir)
+        loading.construct_tool_object = make_tool_factory(ctx.tasks)
         captured = io.StringIO()
         # A schema callback keeps cwltool from dropping the schemas the warm process parsed
         # (parsing them again costs most of a second per run).
-        rc = cwltool_main(args=args, loadingContext=loading, stdout=captured,
-                          custom_schema_callback=_keep_loaded_schemas)
+        rc = cwltool_main(
+            args=args,
+            loadingContext=loading,
+            stdout=captured,
+            custom_schema_callback=_keep_loaded_schemas,
+        )
         cmd = ["cwltool", *argv]
         outputs: dict[str, Any] = {}
         text = captured.getvalue().strip()
@@ -163,5 +182,10 @@ class CwltoolAdapter(EngineAdapter):
         reason = {33: "the workflow uses a requirement this node does not support"}.get(
             rc, "the workflow failed; see the run's stderr and its tasks"
         )
-        return DriverOutcome("EXECUTOR_ERROR", outputs=outputs, exit_code=rc, cmd=cmd,
-                             system_logs=[f"cwltool exited with code {rc}: {reason}"])
+        return DriverOutcome(
+            "EXECUTOR_ERROR",
+            outputs=outputs,
+            exit_code=rc,
+            cmd=cmd,
+            system_logs=[f"cwltool exited with code {rc}: {reason}"],
+        )

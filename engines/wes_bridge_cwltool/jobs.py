@@ -8,19 +8,21 @@ stdout/stderr files, start and end, exit code.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import threading
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cwltool.command_line_tool import CommandLineTool
 from cwltool.context import LoadingContext, RuntimeContext
 from cwltool.job import JobBase
 from cwltool.process import Process
 from cwltool.workflow import default_make_tool
+from ruamel.yaml.comments import CommentedMap
 
 from wes_bridge.plugin import TaskReporter
 
@@ -60,7 +62,9 @@ def _reporting_job_class(base: type[JobBase], reporter: TaskReporter) -> type[Jo
                 if monitor_function is not None:
                     monitor_function(sproc)
 
-            original_callback = self.output_callback
+            original_callback: Callable[[Any, str], None] | None = getattr(
+                self, "output_callback", None
+            )
 
             def callback(outputs: Any, process_status: str) -> None:
                 status["value"] = process_status
@@ -105,10 +109,9 @@ def _reporting_job_class(base: type[JobBase], reporter: TaskReporter) -> type[Jo
 
 
 def _link(source: Path, target: Path) -> None:
-    try:
+    # Another file system, or the tool did not write it: then there is no task log for it.
+    with contextlib.suppress(OSError):
         os.link(source, target)
-    except OSError:
-        pass  # another file system, or the tool did not write it: no task log for it
 
 
 class ReportingCommandLineTool(CommandLineTool):
@@ -118,20 +121,27 @@ class ReportingCommandLineTool(CommandLineTool):
         return _reporting_job_class(super().make_job_runner(runtimeContext), self.reporter)
 
 
-def make_tool_factory(
-    reporter: TaskReporter, run_dir: Path
-) -> Callable[[Any, LoadingContext], Process]:
-    """A ``construct_tool_object`` hook that reports every CommandLineTool job."""
-    del run_dir  # reserved for runners that stage through the run directory (TES)
+class MakeTool(Protocol):
+    """cwltool's ``LoadingContext.construct_tool_object`` signature."""
 
-    def make_tool(toolpath_object: Any, loading_context: LoadingContext) -> Process:
-        if isinstance(toolpath_object, MutableMapping) and (
-            toolpath_object.get("class") == "CommandLineTool"
-        ):
-            tool = ReportingCommandLineTool(toolpath_object, loading_context)
+    def __call__(
+        self,
+        toolpath_object: CommentedMap,
+        loadingContext: LoadingContext,
+    ) -> Process: ...
+
+
+def make_tool_factory(reporter: TaskReporter) -> MakeTool:
+    """A ``construct_tool_object`` hook that reports every CommandLineTool job."""
+
+    def make_tool(
+        toolpath_object: CommentedMap,
+        loadingContext: LoadingContext,
+    ) -> Process:
+        if toolpath_object.get("class") == "CommandLineTool":
+            tool = ReportingCommandLineTool(toolpath_object, loadingContext)
             tool.reporter = reporter
             return tool
-        return default_make_tool(toolpath_object, loading_context)
+        return default_make_tool(toolpath_object, loadingContext)
 
     return make_tool
-

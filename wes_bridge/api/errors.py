@@ -56,8 +56,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         ref = uuid.uuid4().hex[:12]
-        log.error("unhandled error (ref %s) on %s %s", ref, request.method, request.url.path,
-                  exc_info=exc)
+        log.error(
+            "unhandled error (ref %s) on %s %s", ref, request.method, request.url.path, exc_info=exc
+        )
         return error_response(500, f"internal server error (reference {ref} in the server log)")
 
     app.add_exception_handler(WesError, wes_error)

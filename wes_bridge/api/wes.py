@@ -53,8 +53,14 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _FIELD_PART_LIMIT = 64 << 20
 _SCALAR_FIELDS = (
-    "workflow_params", "workflow_type", "workflow_type_version", "tags", "workflow_engine",
-    "workflow_engine_version", "workflow_engine_parameters", "workflow_url",
+    "workflow_params",
+    "workflow_type",
+    "workflow_type_version",
+    "tags",
+    "workflow_engine",
+    "workflow_engine_version",
+    "workflow_engine_parameters",
+    "workflow_url",
 )
 
 
@@ -397,8 +403,9 @@ def _task_log(task: TaskRecord, base: str) -> TaskLog:
     )
 
 
-@router.get("/runs/{run_id}/tasks", response_model=TaskListResponse,
-            response_model_exclude_none=True)
+@router.get(
+    "/runs/{run_id}/tasks", response_model=TaskListResponse, response_model_exclude_none=True
+)
 def list_tasks(
     run_id: str,
     node: NodeDep,
@@ -418,8 +425,9 @@ def list_tasks(
     )
 
 
-@router.get("/runs/{run_id}/tasks/{task_id}", response_model=TaskLog,
-            response_model_exclude_none=True)
+@router.get(
+    "/runs/{run_id}/tasks/{task_id}", response_model=TaskLog, response_model_exclude_none=True
+)
 def get_task(run_id: str, task_id: str, node: NodeDep, request: Request) -> TaskLog:
     _run_or_404(node, run_id)
     task = node.store.get_task(run_id, task_id)

@@ -1,0 +1,126 @@
+"""Engine plugins are found through entry points; broken ones are reported and skipped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wes_bridge.app import create_app
+from wes_bridge.config import load_settings
+from wes_bridge.errors import BadRequest
+from wes_bridge.registry import EngineRegistry
+
+from .conftest import WES, SpecCheckedClient
+
+PLUGIN_MODULE = textwrap.dedent(
+    """
+    from wes_bridge.plugin import DriverOutcome, EngineAdapter, EngineSettings
+
+    class Good(EngineAdapter):
+        engine = "toy"
+        workflow_type = "TOY"
+        workflow_type_versions = ("1.0",)
+        def engine_version(self): return "0.0.1"
+        def drive(self, ctx): return DriverOutcome("COMPLETE")
+
+    class WrongApi(Good):
+        engine = "wrong-api"
+        api_version = 99
+
+    class WrongName(Good):
+        engine = "something-else"
+
+    class StrictSettings(EngineSettings):
+        threads: int = 1
+
+    class NeedsSettings(Good):
+        engine = "needs-settings"
+        settings_model = StrictSettings
+
+    NOT_A_CLASS = 42
+    """
+)
+ENTRY_POINTS = textwrap.dedent(
+    """
+    [wes_bridge.engines]
+    toy = toy_plugin:Good
+    wrong-api = toy_plugin:WrongApi
+    renamed = toy_plugin:WrongName
+    not-a-class = toy_plugin:NOT_A_CLASS
+    exploding = exploding_plugin:Adapter
+    needs-settings = toy_plugin:NeedsSettings
+    """
+)
+
+
+@pytest.fixture
+def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real (if tiny) installed distribution with several broken engine plugins."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "toy_plugin.py").write_text(PLUGIN_MODULE)
+    (site / "exploding_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    dist = site / "toy_plugins-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugins\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for name in ("toy_plugin", "exploding_plugin"):
+        sys.modules.pop(name, None)
+
+
+def test_broken_plugins_are_reported_by_name_and_skipped(plugin_path: Path) -> None:
+    registry = EngineRegistry.from_entry_points({"needs-settings": {"threads": "many"}})
+    assert set(registry.engines) == {"cwltool", "toy"}
+    assert registry.engines["toy"].distribution == "toy-plugins"
+    reasons = {f.name: f.reason for f in registry.failures}
+    assert "declares plugin api_version 99; this wes-bridge provides 1" in reasons["wrong-api"]
+    assert "engine id is 'something-else'" in reasons["renamed"]
+    assert (
+        "expected a subclass of wes_bridge.plugin.EngineAdapter, found 42" in reasons["not-a-class"]
+    )
+    assert reasons["exploding"] == "import failed: RuntimeError: boom at import"
+    assert "invalid settings: threads:" in reasons["needs-settings"]
+    assert all(f.distribution == "toy-plugins" for f in registry.failures)
+
+
+def test_node_starts_without_broken_plugins(plugin_path: Path, tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", disabled_engines=["toy", "needs-settings"])
+    with SpecCheckedClient(create_app(settings)) as client:
+        info = client.get(f"{WES}/service-info").json()
+        assert set(info["workflow_type_versions"]) == {"CWL"}
+        assert "boom at import" in info["tags"]["engine.exploding.load_error"]
+        run_id = client.submit("cwl/hello/hello.cwl").json()["run_id"]
+        assert client.wait(run_id) == "COMPLETE"
+
+
+def test_engines_command_lists_plugins_and_failures(plugin_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(plugin_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "wes_bridge", "engines"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "CWL" in lines["cwltool"]
+    assert "wes-bridge" in lines["cwltool"]
+    assert lines["cwltool"].rstrip().endswith("yes")
+    assert "toy-plugins 1.2.3" in lines["toy"]
+    assert "exploding: NOT LOADED from toy-plugins" in out
+    assert "boom at import" in lines["exploding:"]
+
+
+def test_resolution_messages() -> None:
+    registry = EngineRegistry.from_entry_points()
+    assert registry.resolve("cwl", "1.2").name == "cwltool"  # case and "v" are forgiven
+    with pytest.raises(BadRequest, match=r"supported: CWL \(v1.0, v1.1, v1.2\)"):
+        registry.resolve("NFL", "22.10")

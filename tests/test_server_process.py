@@ -1,0 +1,192 @@
+"""`wes-bridge serve` as a real process: start, SIGTERM, kill -9 and restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import TERMINAL, WES, WORKFLOWS
+from .spec_check import check_response, wes_api
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}{WES}"
+        self.log = data_dir.parent / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "WES_BRIDGE_CANCEL_GRACE_SECONDS": "2"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "wes_bridge",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/service-info").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("server did not start:\n" + self.log.read_text())
+
+    def request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        response = httpx.request(method, self.base + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+        check_response(
+            wes_api(),
+            method,
+            WES + path.split("?")[0],
+            response.status_code,
+            response.content,
+            response.headers.get("content-type", ""),
+        )
+        return response
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def submit_sleep(self, seconds: int) -> str:
+        wf = (WORKFLOWS / "cwl/sleep/sleep.cwl").read_bytes()
+        response = self.request(
+            "POST",
+            "/runs",
+            data={
+                "workflow_type": "CWL",
+                "workflow_type_version": "v1.2",
+                "workflow_url": "sleep.cwl",
+                "workflow_params": json.dumps({"seconds": seconds}),
+            },
+            files=[("workflow_attachment", ("sleep.cwl", wf))],
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["run_id"])
+
+    def wait_task(self, run_id: str) -> None:
+        for _ in range(600):
+            if self.get(f"/runs/{run_id}/tasks").json()["task_logs"]:
+                return
+            time.sleep(0.05)
+        raise AssertionError("no task started")
+
+    def wait(self, run_id: str, timeout: float = 60) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.get(f"/runs/{run_id}").json()
+            if log["state"] in TERMINAL:
+                return dict(log)
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} did not finish")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "data", _free_port())
+    srv.start()
+    yield srv
+    if srv.proc and srv.proc.poll() is None:
+        srv.stop(signal.SIGKILL)
+
+
+def test_kill_9_while_running_then_restart_reattaches(server: Server) -> None:
+    run_id = server.submit_sleep(10)
+    server.wait_task(run_id)
+    assert server.get(f"/runs/{run_id}/status").json()["state"] == "RUNNING"
+    server.stop(signal.SIGKILL)
+    server.start()
+    log = server.wait(run_id)
+    assert log["state"] == "COMPLETE"
+    outputs = log["outputs"]
+    assert isinstance(outputs, dict)
+    assert Path(outputs["marker"]["path"]).read_text() == "done\n"
+    assert f"run {run_id}: re-attached to driver pid" in server.log.read_text()
+
+
+def test_kill_9_of_server_and_driver_gives_system_error_with_reason(server: Server) -> None:
+    run_id = server.submit_sleep(30)
+    server.wait_task(run_id)
+    pid_row = server.get(f"/runs/{run_id}").json()
+    assert pid_row["state"] == "RUNNING"
+    server.stop(signal.SIGKILL)
+    # The whole machine "crashed": the driver and its step die too.
+    import sqlite3
+
+    db = sqlite3.connect(server.data_dir / "wes-bridge.sqlite")
+    [(pid,)] = db.execute("select driver_pid from runs where id = ?", (run_id,)).fetchall()
+    db.close()
+    os.killpg(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    server.start()
+    log = server.wait(run_id)
+    assert log["state"] == "SYSTEM_ERROR"
+    run_log = log["run_log"]
+    assert isinstance(run_log, dict)
+    assert any(
+        "was no longer running when wes-bridge restarted" in s for s in run_log["system_logs"]
+    )
+    [task] = server.get(f"/runs/{run_id}/tasks").json()["task_logs"]
+    assert "state: SYSTEM_ERROR" in task["system_logs"]
+
+
+def test_sigterm_is_a_clean_shutdown_and_runs_survive_it(server: Server) -> None:
+    run_id = server.submit_sleep(3)
+    server.wait_task(run_id)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done, as a service manager expects.
+    assert server.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    text = server.log.read_text()
+    assert "Application shutdown complete" in text
+    assert "still executing; they are re-attached at the next start" in text
+    time.sleep(4)  # the run finishes while no server is up
+    server.start()
+    log = server.wait(run_id)
+    assert log["state"] == "COMPLETE"
+    run_log = log["run_log"]
+    assert isinstance(run_log, dict)
+    assert "result collected at restart" in " ".join(run_log["system_logs"])
+
+
+def test_logs_one_line_per_request_and_state_change(server: Server) -> None:
+    run_id = server.submit_sleep(0)
+    server.wait(run_id)
+    text = server.log.read_text()
+    assert '"POST /ga4gh/wes/v1/runs HTTP/1.1" 200' in text
+    for state in ("INITIALIZING", "RUNNING", "COMPLETE"):
+        assert f"run {run_id} -> {state}" in text
+    assert "127.0.0.1" in text
+    assert "serving WES at http://127.0.0.1:" in text
