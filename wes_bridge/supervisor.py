@@ -42,6 +42,9 @@ __all__ = ["Supervisor"]
 
 log = logging.getLogger("wes_bridge.runs")
 
+# A run that fails to start may meanwhile have been asked to cancel.
+_STARTING = frozenset({"INITIALIZING", "CANCELING"})
+
 
 @dataclass
 class _ActiveRun:
@@ -213,7 +216,7 @@ class Supervisor:
             self._move(
                 record.id,
                 "SYSTEM_ERROR",
-                {"INITIALIZING"},
+                _STARTING,
                 reason="engine unavailable",
                 system_logs=[f"engine {record.engine!r} is not loaded on this node"],
             )
@@ -224,7 +227,7 @@ class Supervisor:
             self._move(
                 record.id,
                 "SYSTEM_ERROR",
-                {"INITIALIZING"},
+                _STARTING,
                 reason="bad stored request",
                 system_logs=[f"cannot start run: {exc}"],
             )
@@ -242,7 +245,7 @@ class Supervisor:
             self._move(
                 record.id,
                 "SYSTEM_ERROR",
-                {"INITIALIZING"},
+                _STARTING,
                 reason="driver start failed",
                 system_logs=[f"could not start the engine driver: {type(exc).__name__}"],
             )

@@ -20,6 +20,8 @@ import sys
 from importlib.metadata import version
 from typing import Any, Literal
 
+from pydantic import model_validator
+
 from wes_bridge.plugin import (
     Availability,
     DriverContext,
@@ -42,8 +44,40 @@ class CwltoolSettings(EngineSettings):
     """``none``: tools run on the host and DockerRequirement images are not used."""
 
 
+# Command-line flags that Toil's WES client (and others) forward from their own command line
+# but that the node decides: where outputs go, how verbose the engine log is, whether
+# containers are used.
+_NODE_DECIDES = frozenset({"outdir", "quiet", "no_container", "verbose"})
+_NEGATIONS = {"non_strict": "strict", "no_compute_checksum": "compute_checksum"}
+
+
 class CwltoolParameters(EngineParameters):
-    """Per-run ``workflow_engine_parameters`` accepted for cwltool runs."""
+    """Per-run ``workflow_engine_parameters`` accepted for cwltool runs.
+
+    Keys may also be given as cwltool command-line flags (``{"--parallel": null}``,
+    ``{"--on-error": "continue"}``, ``{"--non-strict": null}``), the form Toil's WES client
+    sends. ``--outdir``, ``--quiet``, ``--verbose`` and ``--no-container`` are accepted and
+    ignored: the node decides those. Any other flag is refused like any unknown key.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_command_line_flags(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        result: dict[str, Any] = {}
+        for key, value in data.items():
+            if not (isinstance(key, str) and key.startswith("--")):
+                result[key] = value
+                continue
+            name = key[2:].replace("-", "_")
+            if name in _NODE_DECIDES:
+                continue
+            if name in _NEGATIONS:
+                result[_NEGATIONS[name]] = str(value).lower() in ("false", "0", "no")
+            else:
+                result[name] = value
+        return result
 
     parallel: bool = False
     """Run independent jobs (and scatter jobs) in parallel (cwltool --parallel)."""

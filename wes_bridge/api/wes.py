@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -170,6 +170,10 @@ def _string_map(name: str, value: Any, scalars_ok: bool = False) -> dict[str, st
     for key, item in value.items():
         if isinstance(item, str):
             result[key] = item
+        elif scalars_ok and item is None:
+            # Command-line style parameters ({"--parallel": null}, as Toil's WES client sends
+            # them) name a flag given without a value.
+            result[key] = "true"
         elif scalars_ok and isinstance(item, bool | int | float):
             result[key] = json.dumps(item)
         else:
@@ -446,28 +450,27 @@ def _inside(root: Path, candidate: Path) -> Path:
     return real
 
 
-def _text_file(path: Path) -> FileResponse:
+def _text_file(path: Path) -> Response:
     if not path.is_file():
-        # The run has not written it yet: an empty log, not an error.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        # Not written yet: an empty log, not an error.
+        return Response(b"", media_type="text/plain; charset=utf-8")
     return FileResponse(path, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/runs/{run_id}/stdout", include_in_schema=False)
-def run_stdout(run_id: str, node: NodeDep) -> FileResponse:
+def run_stdout(run_id: str, node: NodeDep) -> Response:
     run = _run_or_404(node, run_id)
     return _text_file(Path(run.run_dir) / "stdout.log")
 
 
 @router.get("/runs/{run_id}/stderr", include_in_schema=False)
-def run_stderr(run_id: str, node: NodeDep) -> FileResponse:
+def run_stderr(run_id: str, node: NodeDep) -> Response:
     run = _run_or_404(node, run_id)
     return _text_file(Path(run.run_dir) / "stderr.log")
 
 
 @router.get("/runs/{run_id}/tasks/{task_id}/{stream}", include_in_schema=False)
-def task_stream(run_id: str, task_id: str, stream: str, node: NodeDep) -> FileResponse:
+def task_stream(run_id: str, task_id: str, stream: str, node: NodeDep) -> Response:
     run = _run_or_404(node, run_id)
     if stream not in ("stdout", "stderr"):
         raise NotFound("no such endpoint")
@@ -477,10 +480,7 @@ def task_stream(run_id: str, task_id: str, stream: str, node: NodeDep) -> FileRe
     recorded = task.stdout_path if stream == "stdout" else task.stderr_path
     if not recorded:
         raise NotFound(f"task {task_id} has no {stream} file")
-    path = _inside(Path(run.run_dir), Path(recorded))
-    if not path.exists():
-        return _text_file(Path(run.run_dir) / "work" / ".empty")
-    return FileResponse(path, media_type="text/plain; charset=utf-8")
+    return _text_file(_inside(Path(run.run_dir), Path(recorded)))
 
 
 @router.get("/runs/{run_id}/outputs/{path:path}", include_in_schema=False)
