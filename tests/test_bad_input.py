@@ -95,8 +95,8 @@ def test_bad_fields(
         (["a/../../evil.cwl"], "parent directory"),
         (["/etc/evil.cwl"], "absolute path"),
         (["dir\\evil.cwl"], "backslash"),
-        (["hello.cwl", "hello.cwl"], "more than once"),
-        (["hello.cwl", "./hello.cwl"], "more than once"),
+        (["hello.cwl", "hello.cwl"], "more than once, with different contents"),
+        (["hello.cwl", "./hello.cwl"], "more than once, with different contents"),
         (["data", "data/inner.txt"], "is a file but"),
         ([""], "must be files with a filename"),
         (["x" * 300], "over 255 bytes"),
@@ -105,7 +105,7 @@ def test_bad_fields(
 def test_bad_attachment_names(
     client: SpecCheckedClient, settings: Settings, names: list[str], fragment: str
 ) -> None:
-    files = [("workflow_attachment", (name, b"x")) for name in names]
+    files = [("workflow_attachment", (name, b"x%d" % i)) for i, name in enumerate(names)]
     files.append(("workflow_attachment", ("main.cwl", HELLO)))
     data = {"workflow_type": "CWL", "workflow_type_version": "v1.2", "workflow_url": "main.cwl"}
     _error(client.post(f"{WES}/runs", data=data, files=files), 400, fragment)

@@ -174,3 +174,39 @@ def test_service_info_reports_engines_and_counts(client: SpecCheckedClient) -> N
     assert names["parallel"] == {"name": "parallel", "type": "bool", "default_value": "false"}
     assert "no container runtime" in info["tags"]["engine.cwltool.execution"]
     assert info["supported_wes_versions"] == ["1.1.0"]
+
+
+def test_what_toil_wes_client_sends(client: SpecCheckedClient) -> None:
+    """Toil's client: lower-case type, flag-style engine parameters with nulls, a `:` in the
+    workflow name, the same dependency attached twice, percent-encoded input locations."""
+    tool = (WORKFLOWS / "cwl/pipeline/tools/count.cwl").read_bytes()
+    data = b"1\n2\n"
+    response = client.submit(
+        "",
+        {"infile": {"class": "File", "location": "in%3Aput.txt"}},
+        attachments=[("colon:count.cwl", tool), ("in:put.txt", data), ("in:put.txt", data)],
+        workflow_type="cwl",
+        workflow_url="colon:count.cwl",
+        workflow_engine_parameters=json.dumps(
+            {"--outdir": "/tmp/elsewhere", "--quiet": None, "--on-error": "continue"}
+        ),
+    )
+    assert response.status_code == 200, response.text
+    run_id = response.json()["run_id"]
+    assert client.wait(run_id) == "COMPLETE"
+    log = client.get(f"{WES}/runs/{run_id}").json()
+    assert log["request"]["workflow_engine_parameters"]["--quiet"] == "true"
+    count = Path(log["outputs"]["count"]["path"])
+    assert count.read_text().strip() == "2"
+    assert "/tmp/elsewhere" not in str(count)
+    assert "--on-error" in log["run_log"]["cmd"]
+    assert log["run_log"]["cmd"][log["run_log"]["cmd"].index("--on-error") + 1] == "continue"
+
+
+def test_unknown_command_line_flag_is_refused(client: SpecCheckedClient) -> None:
+    response = client.submit(
+        "cwl/hello/hello.cwl",
+        workflow_engine_parameters=json.dumps({"--tmpdir-prefix": "/etc/"}),
+    )
+    assert response.status_code == 400
+    assert "tmpdir_prefix" in response.json()["msg"]

@@ -9,6 +9,7 @@ with a ``#fragment``) or an ``http(s)`` URL fetched under the node's host policy
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -108,6 +109,17 @@ def check_url_host(url: str, settings: Settings) -> None:
             )
 
 
+def _same_content(a: BinaryIO, b: BinaryIO) -> bool:
+    a.seek(0)
+    b.seek(0)
+    while True:
+        chunk_a, chunk_b = a.read(_CHUNK), b.read(_CHUNK)
+        if chunk_a != chunk_b:
+            return False
+        if not chunk_a:
+            return True
+
+
 class RunStager:
     """Builds run directories under ``settings.runs_dir``."""
 
@@ -139,12 +151,21 @@ class RunStager:
 
     # -- attachments ------------------------------------------------------------------------
     def _write_attachments(self, root: Path, attachments: Iterable[Attachment]) -> set[str]:
-        items = [(normalise_attachment_name(a.filename), a) for a in attachments]
-        names: set[str] = set()
-        for name, _ in items:
-            if name in names:
-                raise BadRequest(f"attachment {name!r} is given more than once")
-            names.add(name)
+        items: list[tuple[str, Attachment]] = []
+        by_name: dict[str, Attachment] = {}
+        for attachment in attachments:
+            name = normalise_attachment_name(attachment.filename)
+            if name in by_name:
+                # The same file twice (Toil's WES client does this for a tool's shared
+                # dependencies) is harmless; two different files under one name are not.
+                if not _same_content(by_name[name].file, attachment.file):
+                    raise BadRequest(
+                        f"attachment {name!r} is given more than once, with different contents"
+                    )
+                continue
+            by_name[name] = attachment
+            items.append((name, attachment))
+        names = set(by_name)
         for name in names:
             parents = PurePosixPath(name).parents
             clash = next((str(p) for p in parents if str(p) in names), None)
@@ -168,6 +189,13 @@ class RunStager:
         url = workflow_url.strip()
         if not url:
             raise BadRequest("workflow_url is required")
+        # An attachment name wins over a URL reading: `colon:test.cwl` is a file name.
+        path, _, fragment = url.partition("#")
+        for candidate in (path, unquote(path)):
+            with contextlib.suppress(BadRequest):
+                name = normalise_attachment_name(candidate)
+                if name in names:
+                    return name, fragment or None
         scheme = urlsplit(url).scheme
         if scheme in ("http", "https"):
             base, _, fragment = url.partition("#")
@@ -177,7 +205,6 @@ class RunStager:
                 f"workflow_url scheme {scheme!r} is not supported; give a relative path to one "
                 "of the workflow_attachment files, or an http(s) URL"
             )
-        path, _, fragment = url.partition("#")
         try:
             name = normalise_attachment_name(unquote(path))
         except BadRequest as exc:
