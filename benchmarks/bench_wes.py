@@ -16,9 +16,10 @@ b) throughput:  --throughput-runs runs pushed through --throughput-concurrency
 c) submissions: --submissions POST /runs at --submit-concurrency; accepted/s
                 and per-request latency.  The runs submitted here are not
                 waited for: the server (and its backlog) is stopped right after
-                its burst, unless --drain.  A memory guard stops a burst early
-                if MemAvailable drops below --mem-floor-mb, because the peers
-                start an engine process per accepted run with no queue.
+                its burst, unless --drain.  Guards stop a burst early if
+                MemAvailable drops below --mem-floor-mb or the server's process
+                tree grows past --max-server-procs, because the peers start an
+                engine process per accepted run, with no queue.
 
 Prints plain-text tables (and optionally JSON with --json).  See --help.
 """
@@ -34,15 +35,16 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wes_servers import (  # noqa: E402
+from wes_servers import (
     ECHO_JOB,
     ECHO_TOOL,
     SERVER_KINDS,
@@ -54,6 +56,7 @@ from wes_servers import (  # noqa: E402
     add_bin_flags,
     bin_overrides,
     command_version,
+    descendants,
     make_server,
     parse_servers,
     resolve_bin,
@@ -146,6 +149,7 @@ class Submissions:
     note: str = ""
     drain_s: float | None = None
     drained: int | None = None
+    peak_procs: int = 0
 
     @property
     def per_s(self) -> float | None:
@@ -164,6 +168,7 @@ class Target:
     latency: Latency = field(default_factory=Latency)
     throughput: Throughput | None = None
     submissions: Submissions | None = None
+    transport_errors: int = 0
 
 
 # --------------------------------------------------------------------------
@@ -178,10 +183,17 @@ async def run_direct(cwltool: str, workdir: Path, i: int, timeout_s: float) -> f
     env = dict(os.environ, TMPDIR=str(outdir))
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        cwltool, "--no-container", "--outdir", str(outdir / "out"),
-        str(ECHO_TOOL), str(ECHO_JOB),
-        cwd=outdir, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        cwltool,
+        "--no-container",
+        "--outdir",
+        str(outdir / "out"),
+        str(ECHO_TOOL),
+        str(ECHO_JOB),
+        cwd=outdir,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -197,8 +209,11 @@ async def run_direct(cwltool: str, workdir: Path, i: int, timeout_s: float) -> f
 
 
 async def latency_phase(
-    targets: list[Target], clients: dict[str, WesClient], cwltool: str | None,
-    args: argparse.Namespace, workdir: Path,
+    targets: list[Target],
+    clients: dict[str, WesClient],
+    cwltool: str | None,
+    args: argparse.Namespace,
+    workdir: Path,
 ) -> None:
     wf = Workflow.echo_from_job(ECHO_JOB)
     order = [t for t in targets if t.server is not None or cwltool]
@@ -276,15 +291,27 @@ async def submission_phase(
     stop = [False]
     t_first: list[float] = []
     t_last: list[float] = []
+    server_pid = t.server.proc.pid if t.server and t.server.proc else None
+
+    def halt(why: str) -> None:
+        if not stop[0]:
+            res.note = f"{why} after {res.attempted} submissions"
+        stop[0] = True
+
+    async def guard() -> None:
+        """Stop the burst before it swamps the machine (memory, process count)."""
+        while not stop[0]:
+            if mem_available_mb() < args.mem_floor_mb:
+                halt(f"memory guard (MemAvailable < {args.mem_floor_mb:.0f} MB)")
+            if server_pid is not None:
+                n = len(await asyncio.to_thread(descendants, [server_pid]))
+                res.peak_procs = max(res.peak_procs, n)
+                if n > args.max_server_procs:
+                    halt(f"process guard ({n} > {args.max_server_procs} server processes)")
+            await asyncio.sleep(0.5)
 
     async def worker() -> None:
         while budget[0] > 0 and not stop[0]:
-            if mem_available_mb() < args.mem_floor_mb:
-                if not stop[0]:
-                    res.note = (f"memory guard: MemAvailable < {args.mem_floor_mb} MB "
-                                f"after {res.attempted} submissions")
-                stop[0] = True
-                return
             budget[0] -= 1
             res.attempted += 1
             t0 = time.perf_counter()
@@ -298,7 +325,12 @@ async def submission_phase(
             t_last.append(t1)
             res.req_s.append(t1 - t0)
 
-    await asyncio.gather(*(worker() for _ in range(args.submit_concurrency)))
+    monitor = asyncio.create_task(guard())
+    try:
+        await asyncio.gather(*(worker() for _ in range(args.submit_concurrency)))
+    finally:
+        stop[0] = True
+        await monitor
     if t_first and t_last:
         res.wall_s = max(t_last) - min(t_first)
     return res, run_ids
@@ -313,8 +345,13 @@ async def drain(client: WesClient, run_ids: list[str], timeout_s: float, poll_s:
     async def check(rid: str) -> None:
         async with sem:
             with contextlib.suppress(WesError, httpx.HTTPError):
-                if await client.status(rid) in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",
-                                                "CANCELED", "PREEMPTED"):
+                if await client.status(rid) in (
+                    "COMPLETE",
+                    "EXECUTOR_ERROR",
+                    "SYSTEM_ERROR",
+                    "CANCELED",
+                    "PREEMPTED",
+                ):
                     pending.discard(rid)
 
     while pending and time.monotonic() < deadline:
@@ -335,69 +372,122 @@ def print_report(targets: list[Target], args: argparse.Namespace, meta: dict[str
     rows = [[t.name, t.version or "-", t.engine or "-"] for t in targets]
     print(table(["target", "version", "cwltool used"], rows))
     print()
-    print(f"== machine: {meta['cpus']} CPUs, loadavg at start {meta['load_start']}, "
-          f"at end {meta['load_end']}")
+    print(
+        f"== machine: {meta['cpus']} CPUs, loadavg at start {meta['load_start']}, "
+        f"at end {meta['load_end']}; HTTP keep-alive "
+        f"{'on' if args.keepalive else 'off (new connection per request)'}"
+    )
+    errs = [f"{t.name}={t.transport_errors}" for t in targets if t.transport_errors]
+    if errs:
+        print("!! HTTP transport errors (GETs were retried): " + ", ".join(errs))
     for t in targets:
         if t.start_error:
             print(f"!! {t.name} did not start: {t.start_error.splitlines()[0]}")
 
     if "latency" in args.phases:
         print()
-        print(f"== a) latency: submit -> terminal, {args.runs} runs each "
-              f"(+{args.warmup} warm-up), poll {args.poll * 1000:.0f} ms, interleaved")
+        print(
+            f"== a) latency: submit -> terminal, {args.runs} runs each "
+            f"(+{args.warmup} warm-up), poll {args.poll * 1000:.0f} ms, interleaved"
+        )
         rows = []
         for t in targets:
             lat = t.latency
             if t.start_error:
                 continue
             n_ok = len(lat.samples)
-            rows.append([
-                t.name, f"{n_ok}/{args.runs}", fmt(lat.median), fmt(min(lat.samples, default=None)),
-                fmt(max(lat.samples, default=None)),
-                fmt(statistics.median(lat.submit) * 1000 if lat.submit else None, ".1f"),
-                "-" if lat.outputs_ok is None else ("yes" if lat.outputs_ok else "NO"),
-            ])
-        print(table(["target", "ok", "median s", "min s", "max s", "POST ms (med)",
-                     "outputs"], rows))
+            rows.append(
+                [
+                    t.name,
+                    f"{n_ok}/{args.runs}",
+                    fmt(lat.median),
+                    fmt(min(lat.samples, default=None)),
+                    fmt(max(lat.samples, default=None)),
+                    fmt(statistics.median(lat.submit) * 1000 if lat.submit else None, ".1f"),
+                    "-" if lat.outputs_ok is None else ("yes" if lat.outputs_ok else "NO"),
+                ]
+            )
+        print(
+            table(["target", "ok", "median s", "min s", "max s", "POST ms (med)", "outputs"], rows)
+        )
 
     if "throughput" in args.phases:
         print()
-        print(f"== b) throughput: {args.throughput_runs} runs, "
-              f"{args.throughput_concurrency} client workers, poll "
-              f"{args.throughput_poll * 1000:.0f} ms")
+        print(
+            f"== b) throughput: {args.throughput_runs} runs, "
+            f"{args.throughput_concurrency} client workers, poll "
+            f"{args.throughput_poll * 1000:.0f} ms"
+        )
         rows = []
         for t in targets:
             tp = t.throughput
             if tp is None:
                 continue
-            rows.append([t.name, f"{tp.completed}/{tp.runs}", fmt(tp.wall_s, ".1f"),
-                         fmt(tp.per_min, ".1f")])
+            rows.append(
+                [t.name, f"{tp.completed}/{tp.runs}", fmt(tp.wall_s, ".1f"), fmt(tp.per_min, ".1f")]
+            )
         print(table(["server", "completed", "wall s", "runs/min"], rows))
 
     if "submit" in args.phases:
         print()
-        print(f"== c) POST /runs: {args.submissions} submissions at concurrency "
-              f"{args.submit_concurrency}")
+        print(
+            f"== c) POST /runs: {args.submissions} submissions at concurrency "
+            f"{args.submit_concurrency}"
+        )
         rows = []
         for t in targets:
             sb = t.submissions
             if sb is None:
                 continue
-            rows.append([
-                t.name, f"{sb.accepted}/{sb.attempted}", fmt(sb.wall_s, ".1f"),
-                fmt(sb.per_s, ".1f"),
-                fmt((statistics.median(sb.req_s) * 1000) if sb.req_s else None, ".1f"),
-                fmt((pctl(sb.req_s, 0.95) or 0) * 1000 if sb.req_s else None, ".1f"),
-                (f"{sb.drained}/{sb.accepted} in {sb.drain_s:.0f}s"
-                 if sb.drain_s is not None else "-"),
-                sb.note or ("; ".join(sorted(set(sb.errors)))[:80] if sb.errors else ""),
-            ])
-        print(table(["server", "accepted", "wall s", "submissions/s", "req ms (med)",
-                     "req ms (p95)", "drained", "note"], rows))
+            rows.append(
+                [
+                    t.name,
+                    f"{sb.accepted}/{sb.attempted}",
+                    fmt(sb.wall_s, ".1f"),
+                    fmt(sb.per_s, ".1f"),
+                    fmt((statistics.median(sb.req_s) * 1000) if sb.req_s else None, ".1f"),
+                    fmt((pctl(sb.req_s, 0.95) or 0) * 1000 if sb.req_s else None, ".1f"),
+                    (
+                        f"{sb.drained}/{sb.accepted} in {sb.drain_s:.0f}s"
+                        if sb.drain_s is not None
+                        else "-"
+                    ),
+                    str(sb.peak_procs),
+                    "; ".join(
+                        x
+                        for x in (
+                            sb.note,
+                            f"{len(sb.errors)} failed: "
+                            + ", ".join(sorted({e.split(":")[0] for e in sb.errors}))
+                            if sb.errors
+                            else "",
+                        )
+                        if x
+                    ),
+                ]
+            )
+        print(
+            table(
+                [
+                    "server",
+                    "accepted",
+                    "wall s",
+                    "submissions/s",
+                    "req ms (med)",
+                    "req ms (p95)",
+                    "drained",
+                    "peak server procs",
+                    "note",
+                ],
+                rows,
+            )
+        )
 
     print()
-    print("== summary (medians; ratios are value / wes-service value: latency < 1 is better, "
-          "throughput and submissions > 1 are better)")
+    print(
+        "== summary (medians; ratios are value / wes-service value: latency < 1 is better, "
+        "throughput and submissions > 1 are better)"
+    )
     ref = next((t for t in targets if t.name == REFERENCE and not t.start_error), None)
 
     def ratio(a: float | None, b: float | None) -> str:
@@ -408,20 +498,37 @@ def print_report(targets: list[Target], args: argparse.Namespace, meta: dict[str
         if t.start_error:
             rows.append([t.name, "did not start", "", "", "", "", ""])
             continue
-        lat = t.latency.median
+        lat_med = t.latency.median
         tpm = t.throughput.per_min if t.throughput else None
         sps = t.submissions.per_s if t.submissions else None
         r_lat = ref.latency.median if ref else None
         r_tpm = ref.throughput.per_min if ref and ref.throughput else None
         r_sps = ref.submissions.per_s if ref and ref.submissions else None
-        rows.append([
-            t.name, fmt(lat), fmt(tpm, ".1f") if t.server else "-",
-            fmt(sps, ".1f") if t.server else "-",
-            ratio(lat, r_lat), ratio(tpm, r_tpm) if t.server else "-",
-            ratio(sps, r_sps) if t.server else "-",
-        ])
-    print(table(["server", "latency median s", "throughput runs/min", "submissions/s",
-                 "latency vs ws", "throughput vs ws", "submissions vs ws"], rows))
+        rows.append(
+            [
+                t.name,
+                fmt(lat_med),
+                fmt(tpm, ".1f") if t.server else "-",
+                fmt(sps, ".1f") if t.server else "-",
+                ratio(lat_med, r_lat),
+                ratio(tpm, r_tpm) if t.server else "-",
+                ratio(sps, r_sps) if t.server else "-",
+            ]
+        )
+    print(
+        table(
+            [
+                "server",
+                "latency median s",
+                "throughput runs/min",
+                "submissions/s",
+                "latency vs ws",
+                "throughput vs ws",
+                "submissions vs ws",
+            ],
+            rows,
+        )
+    )
 
     problems = [(t.name, f) for t in targets for f in t.latency.failures]
     problems += [(t.name, f) for t in targets if t.throughput for f in t.throughput.failures]
@@ -448,9 +555,13 @@ async def bench(args: argparse.Namespace) -> int:
                 if exe is None:
                     t.start_error = "executable not found (see --help for flags/env vars)"
                     continue
-                t.server = make_server(kind, exe, root / kind,
-                                       bridge_concurrency=args.bridge_concurrency,
-                                       toil_workers=args.toil_workers)
+                t.server = make_server(
+                    kind,
+                    exe,
+                    root / kind,
+                    bridge_concurrency=args.bridge_concurrency,
+                    toil_workers=args.toil_workers,
+                )
                 t.version = t.server.version()
                 t.engine = t.server.engine_version()
                 print(f"starting {kind} ({exe}) ...", file=sys.stderr)
@@ -461,10 +572,11 @@ async def bench(args: argparse.Namespace) -> int:
                     t.server = None
                     print(str(e), file=sys.stderr)
                     continue
-                clients[kind] = WesClient(t.server.base_url, timeout=args.http_timeout)
+                clients[kind] = WesClient(
+                    t.server.base_url, timeout=args.http_timeout, keepalive=args.keepalive
+                )
             if cwltool and "latency" in args.phases:
-                d = Target(DIRECT, version=command_version([cwltool, "--version"]),
-                           engine=cwltool)
+                d = Target(DIRECT, version=command_version([cwltool, "--version"]), engine=cwltool)
                 targets.append(d)
             live = [t for t in targets if not t.start_error]
 
@@ -487,8 +599,7 @@ async def bench(args: argparse.Namespace) -> int:
                     sb, run_ids = await submission_phase(t, clients[t.name], args)
                     if args.drain:
                         t0 = time.perf_counter()
-                        sb.drained = await drain(clients[t.name], run_ids,
-                                                 args.drain_timeout, 0.5)
+                        sb.drained = await drain(clients[t.name], run_ids, args.drain_timeout, 0.5)
                         sb.drain_s = time.perf_counter() - t0
                     t.submissions = sb
                     # Stop this server now so its backlog cannot slow the next one.
@@ -496,6 +607,9 @@ async def bench(args: argparse.Namespace) -> int:
                     await asyncio.to_thread(t.server.stop)
                     await asyncio.sleep(args.settle)
         finally:
+            for t in targets:
+                if t.name in clients:
+                    t.transport_errors = clients[t.name].transport_errors
             for c in clients.values():
                 with contextlib.suppress(Exception):
                     await c.aclose()
@@ -508,16 +622,22 @@ async def bench(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "meta": meta,
-            "args": {k: v for k, v in vars(args).items() if isinstance(v, int | float | str | list)},
+            "args": {
+                k: v for k, v in vars(args).items() if isinstance(v, int | float | str | list)
+            },
             "targets": [
                 {
-                    "name": t.name, "version": t.version, "engine": t.engine,
+                    "name": t.name,
+                    "version": t.version,
+                    "engine": t.engine,
                     "start_error": t.start_error,
                     "latency": asdict(t.latency) | {"median": t.latency.median},
                     "throughput": (asdict(t.throughput) | {"per_min": t.throughput.per_min})
-                    if t.throughput else None,
+                    if t.throughput
+                    else None,
                     "submissions": (asdict(t.submissions) | {"per_s": t.submissions.per_s})
-                    if t.submissions else None,
+                    if t.submissions
+                    else None,
                 }
                 for t in targets
             ],
@@ -544,10 +664,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--wes-server ~/peers/wes/bin/wes-server --cwltool ~/peers/wes/bin/cwltool",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--servers", type=parse_servers, default=list(SERVER_KINDS),
-                   help="comma-separated subset of " + ",".join(SERVER_KINDS))
-    p.add_argument("--phases", type=parse_phases, default=["latency", "throughput", "submit"],
-                   help="comma-separated subset of latency,throughput,submit")
+    p.add_argument(
+        "--servers",
+        type=parse_servers,
+        default=list(SERVER_KINDS),
+        help="comma-separated subset of " + ",".join(SERVER_KINDS),
+    )
+    p.add_argument(
+        "--phases",
+        type=parse_phases,
+        default=["latency", "throughput", "submit"],
+        help="comma-separated subset of latency,throughput,submit",
+    )
     g = p.add_argument_group("a) latency")
     g.add_argument("-n", "--runs", type=int, default=10, help="measured runs per target")
     g.add_argument("--warmup", type=int, default=1, help="unmeasured runs per target first")
@@ -555,35 +683,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     g = p.add_argument_group("b) throughput")
     g.add_argument("--throughput-runs", type=int, default=20)
     g.add_argument("--throughput-concurrency", type=int, default=8)
-    g.add_argument("--throughput-poll", type=float, default=0.2,
-                   help="status poll interval per in-flight run, seconds")
+    g.add_argument(
+        "--throughput-poll",
+        type=float,
+        default=0.2,
+        help="status poll interval per in-flight run, seconds",
+    )
     g = p.add_argument_group("c) submissions")
     g.add_argument("--submissions", type=int, default=200)
     g.add_argument("--submit-concurrency", type=int, default=8)
-    g.add_argument("--mem-floor-mb", type=float, default=6144.0,
-                   help="stop a burst early when MemAvailable falls below this")
-    g.add_argument("--drain", action="store_true",
-                   help="after a burst, wait for its runs to finish (bounded by "
-                        "--drain-timeout) before stopping the server")
+    g.add_argument(
+        "--mem-floor-mb",
+        type=float,
+        default=6144.0,
+        help="stop a burst early when MemAvailable falls below this",
+    )
+    g.add_argument(
+        "--max-server-procs",
+        type=int,
+        default=200,
+        help="stop a burst early when the server's process tree exceeds this",
+    )
+    g.add_argument(
+        "--drain",
+        action="store_true",
+        help="after a burst, wait for its runs to finish (bounded by "
+        "--drain-timeout) before stopping the server",
+    )
     g.add_argument("--drain-timeout", type=float, default=900.0)
-    g.add_argument("--settle", type=float, default=3.0,
-                   help="pause after stopping a server, seconds")
+    g.add_argument(
+        "--settle", type=float, default=3.0, help="pause after stopping a server, seconds"
+    )
     g = p.add_argument_group("servers")
-    g.add_argument("--bridge-concurrency", type=int, default=8,
-                   help="WES_BRIDGE_MAX_CONCURRENT_RUNS for wes-bridge")
-    g.add_argument("--toil-workers", type=int, default=2,
-                   help="toil server --workers (gunicorn processes)")
-    g.add_argument("--run-timeout", type=float, default=300.0,
-                   help="give up waiting for one run after this many seconds")
-    g.add_argument("--http-timeout", type=float, default=60.0,
-                   help="timeout of one HTTP request, seconds")
+    g.add_argument(
+        "--bridge-concurrency",
+        type=int,
+        default=8,
+        help="WES_BRIDGE_MAX_CONCURRENT_RUNS for wes-bridge",
+    )
+    g.add_argument(
+        "--toil-workers", type=int, default=2, help="toil server --workers (gunicorn processes)"
+    )
+    g.add_argument(
+        "--run-timeout",
+        type=float,
+        default=300.0,
+        help="give up waiting for one run after this many seconds",
+    )
+    g.add_argument(
+        "--http-timeout", type=float, default=60.0, help="timeout of one HTTP request, seconds"
+    )
+    p.add_argument(
+        "--keepalive",
+        action="store_true",
+        help="reuse HTTP connections (off by default: Toil's server hangs on "
+        "reused connections while runs are in flight)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp work directory")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
     add_bin_flags(p)
     args = p.parse_args(argv)
-    for name in ("runs", "throughput_runs", "throughput_concurrency", "submissions",
-                 "submit_concurrency"):
+    for name in (
+        "runs",
+        "throughput_runs",
+        "throughput_concurrency",
+        "submissions",
+        "submit_concurrency",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 

@@ -34,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import httpx
 
@@ -48,12 +49,8 @@ ECHO_JOB = DATA_DIR / "echo-job.json"
 LOOPBACK = "127.0.0.1"
 
 # WES 1.1 run states.
-TERMINAL_STATES = frozenset(
-    {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
-)
-ACTIVE_STATES = frozenset(
-    {"UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING"}
-)
+TERMINAL_STATES = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
+ACTIVE_STATES = frozenset({"UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING"})
 
 SERVER_KINDS = ("wes-bridge", "toil", "wes-service")
 
@@ -126,12 +123,28 @@ class RunResult:
 class WesClient:
     """Minimal asynchronous GA4GH WES 1.x client (httpx)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, timeout: float = 30.0, keepalive: bool = False, get_retries: int = 2
+    ) -> None:
+        """``keepalive=False`` (default) opens a new connection per request.
+
+        Toil's server (--bypass_celery) forks a process per run from the
+        worker that serves HTTP; the fork inherits that worker's open client
+        connections, so a kept-alive connection the server has closed stays
+        half-open until the run ends and requests sent on it hang (read
+        timeout) and then fail (ReadError).  Fresh connections avoid this.
+        Idempotent GETs are retried ``get_retries`` times on transport errors;
+        ``transport_errors`` counts the failures seen.
+        """
         self.base_url = base_url.rstrip("/")
+        self.get_retries = get_retries
+        self.transport_errors = 0
         self._client = httpx.AsyncClient(
             timeout=timeout,
             trust_env=False,  # never route loopback traffic through a proxy
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=32 if keepalive else 0
+            ),
         )
 
     async def aclose(self) -> None:
@@ -144,7 +157,16 @@ class WesClient:
         await self.aclose()
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        r = await self._client.request(method, self.base_url + path, **kw)
+        attempts = 1 + (self.get_retries if method == "GET" else 0)
+        for attempt in range(attempts):
+            try:
+                r = await self._client.request(method, self.base_url + path, **kw)
+                break
+            except httpx.TransportError:
+                self.transport_errors += 1
+                if attempt + 1 >= attempts:
+                    raise
+                await asyncio.sleep(0.1)
         if r.status_code >= 400:
             raise WesError(f"{method} {path} -> HTTP {r.status_code}: {r.text[:500]}")
         return r.json()
@@ -174,9 +196,7 @@ class WesClient:
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return dict(await self._json("POST", f"/runs/{run_id}/cancel"))
 
-    async def wait(
-        self, run_id: str, poll_s: float, timeout_s: float
-    ) -> tuple[str, int]:
+    async def wait(self, run_id: str, poll_s: float, timeout_s: float) -> tuple[str, int]:
         """Poll status until a terminal state; returns (state, polls)."""
         deadline = time.monotonic() + timeout_s
         polls = 0
@@ -186,14 +206,10 @@ class WesClient:
             if state in TERMINAL_STATES:
                 return state, polls
             if time.monotonic() > deadline:
-                raise WesError(
-                    f"run {run_id} still {state} after {timeout_s:.0f}s ({polls} polls)"
-                )
+                raise WesError(f"run {run_id} still {state} after {timeout_s:.0f}s ({polls} polls)")
             await asyncio.sleep(poll_s)
 
-    async def run(
-        self, wf: Workflow, poll_s: float = 0.025, timeout_s: float = 300.0
-    ) -> RunResult:
+    async def run(self, wf: Workflow, poll_s: float = 0.025, timeout_s: float = 300.0) -> RunResult:
         """Submit and wait: the per-run latency measurement."""
         t0 = time.perf_counter()
         run_id = await self.submit(wf)
@@ -295,7 +311,10 @@ def command_version(cmd: Sequence[str], timeout: float = 60.0) -> str:
     """First non-empty line of ``cmd`` output (stdout or stderr)."""
     try:
         cp = subprocess.run(
-            list(cmd), capture_output=True, text=True, timeout=timeout,
+            list(cmd),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -370,7 +389,7 @@ class WesServer:
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log_fh = open(self.log_path, "wb")
+        self._log_fh = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             self.command(),
             cwd=self.workdir,
@@ -414,7 +433,8 @@ class WesServer:
                 proc.kill()
         for _ in range(5):  # bounded sweep of recorded descendants and theirs
             alive = {
-                p: s for p, s in self._seen.items()
+                p: s
+                for p, s in self._seen.items()
                 if _proc_start_time(p) is not None and (s is None or _proc_start_time(p) == s)
             }
             if not alive:
@@ -441,15 +461,22 @@ class WesServer:
 class WesBridgeServer(WesServer):
     kind = "wes-bridge"
 
-    def __init__(self, exe: str, workdir: Path, port: int | None = None,
-                 max_concurrent_runs: int = 8) -> None:
+    def __init__(
+        self, exe: str, workdir: Path, port: int | None = None, max_concurrent_runs: int = 8
+    ) -> None:
         super().__init__(exe, workdir, port)
         self.max_concurrent_runs = max_concurrent_runs
 
     def command(self) -> list[str]:
         return [
-            self.exe, "serve", "--host", LOOPBACK, "--port", str(self.port),
-            "--data-dir", str(self.workdir / "data"),
+            self.exe,
+            "serve",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.workdir / "data"),
         ]
 
     def extra_env(self) -> dict[str, str]:
@@ -468,26 +495,35 @@ class ToilServer(WesServer):
 
     kind = "toil"
 
-    def __init__(self, exe: str, workdir: Path, port: int | None = None,
-                 workers: int = 2) -> None:
+    def __init__(self, exe: str, workdir: Path, port: int | None = None, workers: int = 2) -> None:
         super().__init__(exe, workdir, port)
         self.workers = workers
 
     def command(self) -> list[str]:
         return [
-            self.exe, "server", "--bypass_celery",
-            "--host", LOOPBACK, "--port", str(self.port),
-            "--workers", str(self.workers),
-            "--work_dir", str(self.workdir / "workflows"),
+            self.exe,
+            "server",
+            "--bypass_celery",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--work_dir",
+            str(self.workdir / "workflows"),
             "--opt=--no-container",
         ]
 
     def extra_env(self) -> dict[str, str]:
         dead_proxy = f"http://{LOOPBACK}:9"  # discard port: nothing listens
         return {
-            "http_proxy": dead_proxy, "HTTP_PROXY": dead_proxy,
-            "https_proxy": dead_proxy, "HTTPS_PROXY": dead_proxy,
-            "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
+            "http_proxy": dead_proxy,
+            "HTTP_PROXY": dead_proxy,
+            "https_proxy": dead_proxy,
+            "HTTPS_PROXY": dead_proxy,
+            "no_proxy": "127.0.0.1,localhost",
+            "NO_PROXY": "127.0.0.1,localhost",
             "TOIL_AWS_ZONE": "us-east-1a",
         }
 
@@ -504,8 +540,14 @@ class WesServiceServer(WesServer):
     def command(self) -> list[str]:
         runner = shutil.which("cwltool", path=self.env()["PATH"]) or "cwltool"
         return [
-            self.exe, "--backend=wes_service.cwl_runner", "--port", str(self.port),
-            "--opt", f"runner={runner}", "--opt", "extra=--no-container",
+            self.exe,
+            "--backend=wes_service.cwl_runner",
+            "--port",
+            str(self.port),
+            "--opt",
+            f"runner={runner}",
+            "--opt",
+            "extra=--no-container",
         ]
 
     def version(self) -> str:
@@ -513,8 +555,9 @@ class WesServiceServer(WesServer):
         return f"wes-service {v}" if v[:1].isdigit() else v
 
 
-def make_server(kind: str, exe: str, workdir: Path, *, bridge_concurrency: int = 8,
-                toil_workers: int = 2) -> WesServer:
+def make_server(
+    kind: str, exe: str, workdir: Path, *, bridge_concurrency: int = 8, toil_workers: int = 2
+) -> WesServer:
     if kind == "wes-bridge":
         return WesBridgeServer(exe, workdir, max_concurrent_runs=bridge_concurrency)
     if kind == "toil":
@@ -548,15 +591,27 @@ def temp_root(keep: bool, prefix: str = "wes-bench-") -> Iterator[Path]:
 def add_bin_flags(p: argparse.ArgumentParser) -> None:
     """--wes-bridge/--toil/--wes-server/--cwltool executable flags."""
     g = p.add_argument_group("executables (flag, else env var, else PATH)")
-    g.add_argument("--wes-bridge", metavar="EXE",
-                   help="wes-bridge executable [env WES_BRIDGE_BIN, default: wes-bridge]")
-    g.add_argument("--toil", metavar="EXE",
-                   help="toil executable of a toil[cwl,server] venv [env TOIL_BIN, default: toil]")
-    g.add_argument("--wes-server", metavar="EXE",
-                   help="wes-server executable of a wes-service venv that also has cwltool "
-                        "[env WES_SERVER_BIN, default: wes-server]")
-    g.add_argument("--cwltool", metavar="EXE",
-                   help="cwltool for the direct baseline [env CWLTOOL_BIN, default: cwltool]")
+    g.add_argument(
+        "--wes-bridge",
+        metavar="EXE",
+        help="wes-bridge executable [env WES_BRIDGE_BIN, default: wes-bridge]",
+    )
+    g.add_argument(
+        "--toil",
+        metavar="EXE",
+        help="toil executable of a toil[cwl,server] venv [env TOIL_BIN, default: toil]",
+    )
+    g.add_argument(
+        "--wes-server",
+        metavar="EXE",
+        help="wes-server executable of a wes-service venv that also has cwltool "
+        "[env WES_SERVER_BIN, default: wes-server]",
+    )
+    g.add_argument(
+        "--cwltool",
+        metavar="EXE",
+        help="cwltool for the direct baseline [env CWLTOOL_BIN, default: cwltool]",
+    )
 
 
 def bin_overrides(args: argparse.Namespace) -> dict[str, str | None]:
@@ -593,23 +648,23 @@ async def smoke(args: argparse.Namespace) -> int:
                 print(f"{kind:12s} SKIP: executable not found")
                 failures += 1
                 continue
-            server = make_server(kind, exe, root / kind,
-                                 bridge_concurrency=args.bridge_concurrency)
+            server = make_server(kind, exe, root / kind, bridge_concurrency=args.bridge_concurrency)
             t0 = time.perf_counter()
             try:
                 async with running_server(server):
                     started = time.perf_counter() - t0
                     async with WesClient(server.base_url) as c:
                         info = await c.service_info()
-                        res = await c.run(Workflow.echo(), poll_s=0.05,
-                                          timeout_s=args.timeout)
+                        res = await c.run(Workflow.echo(), poll_s=0.05, timeout_s=args.timeout)
                         log = await c.run_log(res.run_id)
                     out = (log.get("outputs") or {}).get("out") or {}
                     ok = res.state == "COMPLETE" and out.get("size", 0) > 0
                     failures += 0 if ok else 1
-                    print(f"{kind:12s} {'OK  ' if ok else 'FAIL'} start {started:5.1f}s  "
-                          f"run {res.total_s:6.2f}s state={res.state} "
-                          f"outputs.out.size={out.get('size')} base={server.base_url}")
+                    print(
+                        f"{kind:12s} {'OK  ' if ok else 'FAIL'} start {started:5.1f}s  "
+                        f"run {res.total_s:6.2f}s state={res.state} "
+                        f"outputs.out.size={out.get('size')} base={server.base_url}"
+                    )
                     if args.verbose:
                         print(json.dumps({"service-info": info, "run": log}, indent=1)[:6000])
                     if not ok:
@@ -628,15 +683,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run the trivial echo CWL tool once through POST /runs "
         "(workflow_attachment + relative workflow_url), check it COMPLETEs, stop it.",
     )
-    p.add_argument("--servers", type=parse_servers, default=list(SERVER_KINDS),
-                   help=f"comma-separated subset of {','.join(SERVER_KINDS)} (default: all)")
-    p.add_argument("--bridge-concurrency", type=int, default=8,
-                   help="WES_BRIDGE_MAX_CONCURRENT_RUNS for wes-bridge (default: 8)")
-    p.add_argument("--timeout", type=float, default=120.0,
-                   help="seconds to wait for the run to finish (default: 120)")
+    p.add_argument(
+        "--servers",
+        type=parse_servers,
+        default=list(SERVER_KINDS),
+        help=f"comma-separated subset of {','.join(SERVER_KINDS)} (default: all)",
+    )
+    p.add_argument(
+        "--bridge-concurrency",
+        type=int,
+        default=8,
+        help="WES_BRIDGE_MAX_CONCURRENT_RUNS for wes-bridge (default: 8)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the run to finish (default: 120)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp work directory")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="print service-info and the run log")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="print service-info and the run log"
+    )
     add_bin_flags(p)
     args = p.parse_args(argv)
     return asyncio.run(smoke(args))

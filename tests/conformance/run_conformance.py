@@ -78,6 +78,7 @@ class CaseOutcome:
     status: str  # "passed" | "failed" | "error" | "skipped"
     message: str = ""
     seconds: float = 0.0
+    stderr: str = ""  # the runner's stderr, as cwltest recorded it
 
 
 @dataclasses.dataclass
@@ -260,6 +261,7 @@ def parse_junit(path: Path) -> list[CaseOutcome]:
                 status=status,
                 message=message,
                 seconds=float(case.get("time") or 0.0),
+                stderr=case.findtext("system-err") or "",
             )
         )
     return outcomes
@@ -474,9 +476,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         action="append",
         default=[],
         dest="tool_args",
-        help="extra argument for the runner (repeatable). cwltool mode default: "
-        "--no-container. For toil-wes-cwl-runner, unknown args become "
-        "workflow_engine_parameters.",
+        help="extra argument for the runner, written with '=' (--tool-arg=--no-container); "
+        "repeatable. cwltool mode default: --no-container. toil-wes-cwl-runner sends every "
+        "argument it does not know to the server as workflow_engine_parameters "
+        '(\'--flag\' -> {"--flag": null}, \'--k=v\' -> {"--k": "v"}).',
     )
     p.add_argument(
         "--junit-xml",
@@ -497,7 +500,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     p.add_argument("--server-log", type=Path, help="server output (default: data_dir/server.log)")
     p.add_argument("--server-startup-timeout", type=float, default=60.0)
     p.add_argument(
-        "--show-messages", action="store_true", help="print each failure's message (truncated)"
+        "--show-messages",
+        action="store_true",
+        help="print each failure's message and the last lines of the runner's stderr",
     )
     p.add_argument("--allow-failures", action="store_true", help="exit 0 even if tests failed")
     p.add_argument("-v", "--verbose", action="store_true", help="pass --verbose to cwltest")
@@ -553,6 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED [{o.number}] {o.name}: {o.doc}")
         if ns.show_messages and o.message:
             print("    " + o.message[:2000].replace("\n", "\n    "))
+            tail = [line for line in o.stderr.splitlines() if line.strip()][-5:]
+            for line in tail:
+                print(f"    stderr| {line[:500]}")
     for o in result.skipped:
         print(f"SKIPPED [{o.number}] {o.name}")
     print(result.summary_line())
