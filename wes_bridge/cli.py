@@ -13,10 +13,9 @@ from pydantic import ValidationError
 from . import __version__
 from .config import ConfigFileError, Settings, load_settings
 from .registry import EngineRegistry
+from .supervisor_process import LOG_FORMAT
 
 __all__ = ["main"]
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -110,7 +109,7 @@ def engines(config: Path | None) -> None:
                 name,
                 adapter.workflow_type,
                 ",".join(adapter.workflow_type_versions),
-                adapter.engine_version(),
+                engine.engine_version,
                 f"{engine.distribution} {engine.distribution_version}",
                 "yes" if availability.usable else f"no: {availability.reason}",
             )

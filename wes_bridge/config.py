@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     )
 
     max_concurrent_runs: int = Field(4, ge=1, description="Runs executing at once.")
+    driver_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Scheduling niceness of engine drivers and their tools, so the API stays "
+        "responsive on a busy machine (0: same priority as the server).",
+    )
     cancel_grace_seconds: float = Field(
         10.0, ge=0, description="SIGTERM-to-SIGKILL wait when cancelling a run."
     )

@@ -7,12 +7,11 @@ import shutil
 from dataclasses import dataclass
 
 from .config import Settings
-from .drivers import DriverLauncher
 from .pagination import PageTokens
 from .registry import EngineRegistry
 from .staging import RunStager
 from .store import RunStore
-from .supervisor import Supervisor
+from .supervisor_process import SupervisorProcess
 
 __all__ = ["Node", "build_node"]
 
@@ -25,19 +24,17 @@ class Node:
     store: RunStore
     registry: EngineRegistry
     stager: RunStager
-    supervisor: Supervisor
-    launcher: DriverLauncher
+    supervisor: SupervisorProcess
     page_tokens: PageTokens
 
     def start(self) -> None:
-        self.launcher.warm_up()
         self.supervisor.start()
         for engine in self.registry.engines.values():
             availability = engine.adapter.availability()
             log.info(
                 "engine %s %s (%s %s): %s",
                 engine.name,
-                engine.adapter.engine_version(),
+                engine.engine_version,
                 engine.distribution,
                 engine.distribution_version,
                 "usable" if availability.usable else f"NOT usable: {availability.reason}",
@@ -64,14 +61,11 @@ def build_node(settings: Settings, registry: EngineRegistry | None = None) -> No
     store = RunStore(settings.effective_database_url)
     if registry is None:
         registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
-    warm = sorted({m for e in registry.engines.values() for m in e.adapter.warm_modules})
-    launcher = DriverLauncher(warm)
     return Node(
         settings=settings,
         store=store,
         registry=registry,
         stager=RunStager(settings),
-        supervisor=Supervisor(settings, store, registry, launcher),
-        launcher=launcher,
+        supervisor=SupervisorProcess(settings, store),
         page_tokens=PageTokens(store.secret("page_tokens")),
     )

@@ -33,6 +33,8 @@ class LoadedEngine:
     distribution_version: str
     target: str
     """``module:attribute`` the entry point names; driver processes load the class from it."""
+    engine_version: str
+    """Asked once when the plugin loads (it can be slow, e.g. reading package metadata)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class EngineRegistry:
         return result
 
     def engine_versions(self) -> dict[str, list[str]]:
-        return {name: [e.adapter.engine_version()] for name, e in self.engines.items()}
+        return {name: [e.engine_version] for name, e in self.engines.items()}
 
     def availability(self, name: str) -> Availability:
         return self.engines[name].adapter.availability()
@@ -136,7 +138,7 @@ class EngineRegistry:
             raise BadRequest("workflow_engine_version was given without workflow_engine")
         if workflow_engine_version:
             engine = candidates[0]
-            have = engine.adapter.engine_version()
+            have = engine.engine_version
             if workflow_engine_version.strip() != have:
                 raise BadRequest(
                     f"workflow_engine_version {workflow_engine_version!r} of {engine.name} is "
@@ -193,11 +195,11 @@ def _load(ep: EntryPoint, raw_settings: Mapping[str, Any]) -> LoadedEngine:
         raise _PluginError(f"invalid settings: {_one_line(exc)}") from exc
     try:
         adapter = obj(settings)
-        adapter.engine_version()
+        engine_version = adapter.engine_version()
     except Exception as exc:
         raise _PluginError(f"adapter failed to start: {type(exc).__name__}: {exc}") from exc
     name, version = _dist(ep)
-    return LoadedEngine(ep.name, adapter, name, version, ep.value)
+    return LoadedEngine(ep.name, adapter, name, version, ep.value, engine_version)
 
 
 def _one_line(exc: ValidationError) -> str:

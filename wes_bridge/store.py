@@ -29,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
     update,
 )
@@ -244,26 +245,38 @@ class RunStore:
         staged: dict[str, Any],
     ) -> RunRecord:
         now = utcnow()
+        values: dict[str, Any] = {
+            "id": run_id,
+            "state": "QUEUED",
+            "engine": engine,
+            "request": request,
+            "tags": tags,
+            "run_dir": run_dir,
+            "staged": staged,
+            "created_at": now,
+            "cmd": [],
+            "outputs": {},
+            "system_logs": [],
+        }
+        # Core statements, not ORM units of work: this is the hot path of POST /runs.
         with self._session() as s:
-            row = _Run(
-                id=run_id,
-                state="QUEUED",
-                engine=engine,
-                request=request,
-                tags=tags,
-                run_dir=run_dir,
-                staged=staged,
-                created_at=now,
-                cmd=[],
-                outputs={},
-                system_logs=[],
-            )
-            s.add(row)
-            s.flush()
-            s.add_all(_RunTag(run_seq=row.seq, key=k, value=v) for k, v in tags.items())
-            s.add(_RunEvent(run_id=run_id, state="QUEUED", at=now))
-            s.flush()
-            return _run_record(row)
+            seq = s.execute(insert(_Run).values(**values).returning(_Run.seq)).scalar_one()
+            if tags:
+                s.execute(
+                    insert(_RunTag),
+                    [{"run_seq": seq, "key": k, "value": v} for k, v in tags.items()],
+                )
+            s.execute(insert(_RunEvent).values(run_id=run_id, state="QUEUED", at=now))
+        row = _Run(
+            seq=seq,
+            start_time=None,
+            end_time=None,
+            exit_code=None,
+            driver_pid=None,
+            driver_started=None,
+            **values,
+        )
+        return _run_record(row)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._session() as s:
@@ -334,7 +347,9 @@ class RunStore:
             )
             moved = bool(getattr(result, "rowcount", 0))
             if moved:
-                s.add(_RunEvent(run_id=run_id, state=to_state, at=now, reason=reason))
+                s.execute(
+                    insert(_RunEvent).values(run_id=run_id, state=to_state, at=now, reason=reason)
+                )
             return moved
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -342,21 +357,33 @@ class RunStore:
             s.execute(update(_Run).where(_Run.id == run_id).values(**fields))
 
     def claim_queued(self, limit: int, owner: str) -> list[RunRecord]:
-        """Atomically move up to ``limit`` of the oldest QUEUED runs to INITIALIZING."""
-        claimed: list[RunRecord] = []
+        """Atomically move up to ``limit`` of the oldest QUEUED runs to INITIALIZING.
+
+        One conditional UPDATE ... RETURNING: two replicas never claim the same run.
+        """
         if limit <= 0:
-            return claimed
+            return []
+        now = utcnow()
+        oldest = select(_Run.seq).where(_Run.state == "QUEUED").order_by(_Run.seq).limit(limit)
+        # Look before writing: an UPDATE that matches nothing still takes SQLite's write lock,
+        # and the supervisor asks at every wake-up.
         with self._session() as s:
-            candidates = list(
-                s.scalars(
-                    select(_Run.id).where(_Run.state == "QUEUED").order_by(_Run.seq).limit(limit)
+            if s.scalar(oldest.limit(1)) is None:
+                return []
+        with self._session() as s:
+            rows = s.scalars(
+                update(_Run)
+                .where(_Run.seq.in_(oldest.scalar_subquery()), _Run.state == "QUEUED")
+                .values(state="INITIALIZING", owner=owner)
+                .returning(_Run)
+                .execution_options(synchronize_session=False)
+            ).all()
+            claimed = sorted((_run_record(r) for r in rows), key=lambda r: r.seq)
+            if claimed:
+                s.execute(
+                    insert(_RunEvent),
+                    [{"run_id": r.id, "state": "INITIALIZING", "at": now} for r in claimed],
                 )
-            )
-        for run_id in candidates:
-            if self.transition(run_id, "INITIALIZING", ["QUEUED"], owner=owner):
-                run = self.get_run(run_id)
-                if run is not None:
-                    claimed.append(run)
         return claimed
 
     def run_events(self, run_id: str) -> list[tuple[str, datetime, str | None]]:
@@ -370,15 +397,37 @@ class RunStore:
 
     # -- tasks ------------------------------------------------------------------------------
     def upsert_task(self, run_id: str, task_id: str, **fields: Any) -> None:
+        self.upsert_tasks(run_id, [(task_id, fields)])
+
+    def upsert_tasks(self, run_id: str, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Create or update several tasks of a run in one transaction, in order."""
+        if not changes:
+            return
         with self._session() as s:
-            existing = s.scalar(select(_Task).where(_Task.run_id == run_id, _Task.id == task_id))
-            if existing is None:
-                fields.setdefault("name", task_id)
-                fields.setdefault("state", "RUNNING")
-                s.add(_Task(run_id=run_id, id=task_id, **fields))
-            else:
-                for key, value in fields.items():
-                    setattr(existing, key, value)
+            ids = {task_id for task_id, _ in changes}
+            existing = {
+                t.id: t
+                for t in s.scalars(select(_Task).where(_Task.run_id == run_id, _Task.id.in_(ids)))
+            }
+            for task_id, fields in changes:
+                row = existing.get(task_id)
+                if row is None:
+                    values = {"name": task_id, "state": "RUNNING", **fields}
+                    row = _Task(run_id=run_id, id=task_id, **values)
+                    s.add(row)
+                    existing[task_id] = row
+                else:
+                    for key, value in fields.items():
+                        setattr(row, key, value)
+
+    def close_open_tasks(self, run_id: str, state: str, note: str) -> None:
+        """Mark every task of a run still RUNNING as ended in ``state``."""
+        with self._session() as s:
+            s.execute(
+                update(_Task)
+                .where(_Task.run_id == run_id, _Task.state == "RUNNING")
+                .values(state=state, end_time=utcnow(), system_logs=[note])
+            )
 
     def list_tasks(self, run_id: str, limit: int, after_seq: int | None = None) -> list[TaskRecord]:
         query = select(_Task).where(_Task.run_id == run_id).order_by(_Task.seq).limit(limit)

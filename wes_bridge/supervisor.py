@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -57,6 +57,56 @@ class _ActiveRun:
     tasks_seen: set[str] = field(default_factory=set)
 
 
+class WakeEvent(Protocol):
+    """``threading.Event`` or ``multiprocessing.Event``: how the API wakes the supervisor."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def _move(
+    store: RunStore,
+    run_id: str,
+    to_state: str,
+    from_states: set[str] | frozenset[str],
+    reason: str | None = None,
+    **fields: Any,
+) -> bool:
+    moved = store.transition(run_id, to_state, from_states, reason=reason, **fields)
+    if moved:
+        log.info("run %s -> %s%s", run_id, to_state, f" ({reason})" if reason else "")
+    return moved
+
+
+def cancel_run(store: RunStore, run_id: str) -> str:
+    """Ask for a run to be cancelled; returns its new state.
+
+    QUEUED runs are cancelled at once; running ones move to CANCELING and the supervisor,
+    which looks for CANCELING runs at every tick, stops their drivers. Raises for unknown runs
+    and for runs that have already ended.
+    """
+    for _ in range(5):
+        state = store.get_state(run_id)
+        if state is None:
+            raise NotFound(f"run {run_id} not found")
+        if state in TERMINAL_STATES:
+            raise InvalidTransition(
+                f"run {run_id} has already ended ({state}); there is nothing to cancel"
+            )
+        if state == "CANCELING":
+            return state
+        if state == "QUEUED":
+            if _move(store, run_id, "CANCELED", {"QUEUED"}, reason="cancelled before start"):
+                return "CANCELED"
+            continue
+        if _move(
+            store, run_id, "CANCELING", {"INITIALIZING", "RUNNING"}, reason="cancel requested"
+        ):
+            return "CANCELING"
+    return store.get_state(run_id) or "UNKNOWN"
+
+
 class Supervisor:
     def __init__(
         self,
@@ -64,6 +114,7 @@ class Supervisor:
         store: RunStore,
         registry: EngineRegistry,
         launcher: DriverLauncher,
+        wake: WakeEvent | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -72,7 +123,7 @@ class Supervisor:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._active: dict[str, _ActiveRun] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake: WakeEvent = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -116,34 +167,7 @@ class Supervisor:
         reason: str | None = None,
         **fields: Any,
     ) -> bool:
-        moved = self.store.transition(run_id, to_state, from_states, reason=reason, **fields)
-        if moved:
-            log.info("run %s -> %s%s", run_id, to_state, f" ({reason})" if reason else "")
-        return moved
-
-    def cancel(self, run_id: str) -> str:
-        """Cancel a run; returns its new state. Raises for unknown or finished runs."""
-        for _ in range(5):
-            state = self.store.get_state(run_id)
-            if state is None:
-                raise NotFound(f"run {run_id} not found")
-            if state in TERMINAL_STATES:
-                raise InvalidTransition(
-                    f"run {run_id} has already ended ({state}); there is nothing to cancel"
-                )
-            if state == "CANCELING":
-                return state
-            if state == "QUEUED":
-                if self._move(run_id, "CANCELED", {"QUEUED"}, reason="cancelled before start"):
-                    return "CANCELED"
-                continue
-            if self._move(
-                run_id, "CANCELING", {"INITIALIZING", "RUNNING"}, reason="cancel requested"
-            ):
-                self.notify()
-                return "CANCELING"
-        state = self.store.get_state(run_id)
-        return state or "UNKNOWN"
+        return _move(self.store, run_id, to_state, from_states, reason, **fields)
 
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -239,6 +263,7 @@ class Supervisor:
                 engine.adapter.settings.model_dump(mode="json"),
                 spec,
                 files.run_dir,
+                self.settings.driver_niceness,
             )
         except Exception as exc:
             log.exception("run %s: could not start the engine driver", record.id)
@@ -250,9 +275,13 @@ class Supervisor:
                 system_logs=[f"could not start the engine driver: {type(exc).__name__}"],
             )
             return
-        self.store.update_run(record.id, driver_pid=process.pid, driver_started=process.create_time)
+        driver: dict[str, Any] = {"driver_pid": process.pid, "driver_started": process.create_time}
         self._attach(record.id, files, process)
-        self._move(record.id, "RUNNING", {"INITIALIZING"}, start_time=datetime.now(UTC))
+        if not self._move(
+            record.id, "RUNNING", {"INITIALIZING"}, start_time=datetime.now(UTC), **driver
+        ):
+            # Cancelled while starting: record the driver so the next tick can stop it.
+            self.store.update_run(record.id, **driver)
 
     def _attach(self, run_id: str, files: RunFiles, process: DriverProcess) -> None:
         active = _ActiveRun(run_id, files, process)
@@ -314,6 +343,8 @@ class Supervisor:
 def ingest_task_events(store: RunStore, run_id: str, files: RunFiles, offset: int) -> int:
     """Read new task events from the run's events file into the store; returns the offset."""
     try:
+        if os.stat(files.events).st_size <= offset:
+            return offset
         with open(files.events, "rb") as fh:
             fh.seek(offset)
             data = fh.read()
@@ -322,12 +353,16 @@ def ingest_task_events(store: RunStore, run_id: str, files: RunFiles, offset: in
     end = data.rfind(b"\n")
     if end < 0:
         return offset
+    changes: list[tuple[str, dict[str, Any]]] = []
     for line in data[: end + 1].splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        _apply_task_event(store, run_id, event)
+        change = _task_change(event)
+        if change is not None:
+            changes.append(change)
+    store.upsert_tasks(run_id, changes)
     return offset + end + 1
 
 
@@ -335,31 +370,28 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC) if value is not None else None
 
 
-def _apply_task_event(store: RunStore, run_id: str, event: dict[str, Any]) -> None:
+def _task_change(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     task_id = str(event.get("id", ""))[:255]
     if not task_id:
-        return
+        return None
     if event.get("event") == "started":
-        store.upsert_task(
-            run_id,
-            task_id,
-            name=str(event.get("name") or task_id),
-            state="RUNNING",
-            cmd=[str(c) for c in event.get("cmd") or []],
-            start_time=_ts(event.get("time")),
-            stdout_path=event.get("stdout"),
-            stderr_path=event.get("stderr"),
-            tes_uri=event.get("tes_uri"),
-        )
-    elif event.get("event") == "finished":
-        store.upsert_task(
-            run_id,
-            task_id,
-            state=str(event.get("state") or "COMPLETE"),
-            exit_code=event.get("exit_code"),
-            end_time=_ts(event.get("time")),
-            system_logs=[str(s) for s in event.get("system_logs") or []],
-        )
+        return task_id, {
+            "name": str(event.get("name") or task_id),
+            "state": "RUNNING",
+            "cmd": [str(c) for c in event.get("cmd") or []],
+            "start_time": _ts(event.get("time")),
+            "stdout_path": event.get("stdout"),
+            "stderr_path": event.get("stderr"),
+            "tes_uri": event.get("tes_uri"),
+        }
+    if event.get("event") == "finished":
+        return task_id, {
+            "state": str(event.get("state") or "COMPLETE"),
+            "exit_code": event.get("exit_code"),
+            "end_time": _ts(event.get("time")),
+            "system_logs": [str(s) for s in event.get("system_logs") or []],
+        }
+    return None
 
 
 def finish_run(
@@ -413,12 +445,4 @@ def finish_run(
 
 def _close_open_tasks(store: RunStore, run_id: str, state: str) -> None:
     # A step still marked RUNNING when its run has ended did not report its own end.
-    open_tasks = [t for t in store.list_tasks(run_id, 1_000_000) if t.state == "RUNNING"]
-    for task in open_tasks:
-        store.upsert_task(
-            run_id,
-            task.id,
-            state=state,
-            end_time=datetime.now(UTC),
-            system_logs=[*task.system_logs, "the run ended before this step reported its end"],
-        )
+    store.close_open_tasks(run_id, state, "the run ended before this step reported its end")

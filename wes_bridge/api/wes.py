@@ -291,7 +291,7 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
         tags=tags,
         workflow_engine_parameters=engine_params,
         workflow_engine=engine.name,
-        workflow_engine_version=engine.adapter.engine_version(),
+        workflow_engine_version=engine.engine_version,
         workflow_url=workflow_url,
     )
     try:
