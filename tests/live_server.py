@@ -48,6 +48,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # so that SIGKILL can take the whole node down
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -106,6 +107,12 @@ class Server:
         raise AssertionError(f"run {run_id} did not finish")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM the server (a clean stop); SIGKILL kills the node's whole process group
+        (server, supervisor, warm process), as a crash would. Engine drivers run in sessions
+        of their own and survive both."""
         assert self.proc is not None
-        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
         return self.proc.wait(timeout=30)

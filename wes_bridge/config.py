@@ -54,7 +54,8 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return self._values.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+        # Unknown keys are passed on, so `extra="forbid"` reports a typo instead of hiding it.
+        return dict(self._values)
 
 
 class Settings(BaseSettings):

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import signal
 import sys
-from multiprocessing.synchronize import Event
 from typing import Any
 
 from .config import Settings
@@ -31,7 +30,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
 
 
-def _supervisor_main(settings: Settings, wake: PipeWake, stop: Event, parent_pid: int) -> None:
+def _supervisor_main(settings: Settings, wake: PipeWake, stop: PipeWake, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
@@ -91,7 +90,9 @@ class SupervisorProcess:
         self.store = store
         self._ctx = multiprocessing.get_context("spawn")
         self._wake = PipeWake(self._ctx)
-        self._stop = self._ctx.Event()
+        # A pipe, not a multiprocessing.Event: setting an Event blocks on a lock the other side
+        # may hold, which must never happen in a signal handler or at shutdown.
+        self._stop = PipeWake(self._ctx)
         self._process: Any = None
 
     def start(self) -> None:
