@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -201,6 +202,8 @@ def _task_record(row: _Task) -> TaskRecord:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own implicit BEGIN is switched off; ``_sqlite_begin`` issues it instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -209,18 +212,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take SQLite's write lock when their transaction begins, not at their first
+    # write: a deferred transaction that reads and then writes can fail with "database is
+    # locked" at once, without the busy handler, when another process wrote in between.
+    if conn.get_execution_options().get("wes_bridge_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
 class RunStore:
-    """Persistence of runs and tasks. Thread-safe: every call uses its own session."""
+    """Persistence of runs and tasks. Thread-safe: every call uses its own session.
+
+    On SQLite, writes from the threads of one process queue on a Python lock and only then
+    ask for the database's write lock. SQLite itself makes a waiting writer poll with sleeps
+    of up to 100 ms, which under a burst of submissions costs far more than the writes.
+    """
 
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
+        self._sqlite = url.startswith("sqlite")
+        if self._sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine: Engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
+        if self._sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         _Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_engine = self.engine.execution_options(wes_bridge_write=True)
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self._sqlite else None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -229,6 +252,25 @@ class RunStore:
     def _session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        if self._write_lock is None:
+            with self._write_sessions.begin() as session:
+                yield session
+            return
+        with self._write_lock, self._write_sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _write_connection(self) -> Iterator[Connection]:
+        """A Core connection in a write transaction (for hot paths without ORM objects)."""
+        if self._write_lock is None:
+            with self._write_engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self._write_engine.begin() as conn:
+            yield conn
 
     # -- runs -------------------------------------------------------------------------------
     @staticmethod
@@ -258,15 +300,15 @@ class RunStore:
             "outputs": {},
             "system_logs": [],
         }
-        # Core statements, not ORM units of work: this is the hot path of POST /runs.
-        with self._session() as s:
-            seq = s.execute(insert(_Run).values(**values).returning(_Run.seq)).scalar_one()
+        # Core statements with bound parameters, compiled once and cached: this is the hot
+        # path of POST /runs, and it runs while holding the write lock.
+        with self._write_connection() as conn:
+            seq = conn.execute(_INSERT_RUN, values).scalar_one()
             if tags:
-                s.execute(
-                    insert(_RunTag),
-                    [{"run_seq": seq, "key": k, "value": v} for k, v in tags.items()],
+                conn.execute(
+                    _INSERT_TAG, [{"run_seq": seq, "key": k, "value": v} for k, v in tags.items()]
                 )
-            s.execute(insert(_RunEvent).values(run_id=run_id, state="QUEUED", at=now))
+            conn.execute(_INSERT_EVENT, {"run_id": run_id, "state": "QUEUED", "at": now})
         row = _Run(
             seq=seq,
             start_time=None,
@@ -331,14 +373,22 @@ class RunStore:
         to_state: str,
         from_states: Iterable[str],
         reason: str | None = None,
+        *,
+        task_changes: Sequence[tuple[str, dict[str, Any]]] = (),
+        close_open_tasks: tuple[str, str] | None = None,
         **fields: Any,
     ) -> bool:
-        """Move a run to ``to_state`` if it is in one of ``from_states``; True if it moved."""
+        """Move a run to ``to_state`` if it is in one of ``from_states``; True if it moved.
+
+        In the same transaction, ``task_changes`` are applied (as by :meth:`upsert_tasks`)
+        and, if the run moved, its tasks still RUNNING are closed with ``close_open_tasks``
+        (state, note): a run's end is one write, not three.
+        """
         now = utcnow()
         values: dict[str, Any] = {"state": to_state, **fields}
         if to_state in TERMINAL_STATES and "end_time" not in fields:
             values["end_time"] = now
-        with self._session() as s:
+        with self._write() as s:
             result = s.execute(
                 update(_Run)
                 .where(_Run.id == run_id, _Run.state.in_(list(from_states)))
@@ -346,14 +396,17 @@ class RunStore:
                 .execution_options(synchronize_session=False)
             )
             moved = bool(getattr(result, "rowcount", 0))
+            _apply_task_changes(s, run_id, task_changes)
             if moved:
                 s.execute(
                     insert(_RunEvent).values(run_id=run_id, state=to_state, at=now, reason=reason)
                 )
+                if close_open_tasks is not None:
+                    _close_open_tasks(s, run_id, *close_open_tasks)
             return moved
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        with self._session() as s:
+        with self._write() as s:
             s.execute(update(_Run).where(_Run.id == run_id).values(**fields))
 
     def claim_queued(self, limit: int, owner: str) -> list[RunRecord]:
@@ -370,7 +423,7 @@ class RunStore:
         with self._session() as s:
             if s.scalar(oldest.limit(1)) is None:
                 return []
-        with self._session() as s:
+        with self._write() as s:
             rows = s.scalars(
                 update(_Run)
                 .where(_Run.seq.in_(oldest.scalar_subquery()), _Run.state == "QUEUED")
@@ -403,31 +456,13 @@ class RunStore:
         """Create or update several tasks of a run in one transaction, in order."""
         if not changes:
             return
-        with self._session() as s:
-            ids = {task_id for task_id, _ in changes}
-            existing = {
-                t.id: t
-                for t in s.scalars(select(_Task).where(_Task.run_id == run_id, _Task.id.in_(ids)))
-            }
-            for task_id, fields in changes:
-                row = existing.get(task_id)
-                if row is None:
-                    values = {"name": task_id, "state": "RUNNING", **fields}
-                    row = _Task(run_id=run_id, id=task_id, **values)
-                    s.add(row)
-                    existing[task_id] = row
-                else:
-                    for key, value in fields.items():
-                        setattr(row, key, value)
+        with self._write() as s:
+            _apply_task_changes(s, run_id, changes)
 
     def close_open_tasks(self, run_id: str, state: str, note: str) -> None:
         """Mark every task of a run still RUNNING as ended in ``state``."""
-        with self._session() as s:
-            s.execute(
-                update(_Task)
-                .where(_Task.run_id == run_id, _Task.state == "RUNNING")
-                .values(state=state, end_time=utcnow(), system_logs=[note])
-            )
+        with self._write() as s:
+            _close_open_tasks(s, run_id, state, note)
 
     def list_tasks(self, run_id: str, limit: int, after_seq: int | None = None) -> list[TaskRecord]:
         query = select(_Task).where(_Task.run_id == run_id).order_by(_Task.seq).limit(limit)
@@ -448,7 +483,7 @@ class RunStore:
             value = s.scalar(select(_Secret.value).where(_Secret.name == name))
         if value is None:
             try:
-                with self._session() as s:
+                with self._write() as s:
                     s.add(_Secret(name=name, value=secrets.token_hex(32)))
             except IntegrityError:
                 pass  # another replica created it first
@@ -456,6 +491,42 @@ class RunStore:
                 value = s.scalar(select(_Secret.value).where(_Secret.name == name))
         assert value is not None
         return bytes.fromhex(value)
+
+
+_INSERT_RUN = insert(_Run).returning(_Run.seq)
+_INSERT_TAG = insert(_RunTag)
+_INSERT_EVENT = insert(_RunEvent)
+
+
+def _apply_task_changes(
+    s: Session, run_id: str, changes: Sequence[tuple[str, dict[str, Any]]]
+) -> None:
+    if not changes:
+        return
+    ids = {task_id for task_id, _ in changes}
+    existing = {
+        t.id: t for t in s.scalars(select(_Task).where(_Task.run_id == run_id, _Task.id.in_(ids)))
+    }
+    for task_id, fields in changes:
+        row = existing.get(task_id)
+        if row is None:
+            values = {"name": task_id, "state": "RUNNING", **fields}
+            row = _Task(run_id=run_id, id=task_id, **values)
+            s.add(row)
+            existing[task_id] = row
+        else:
+            for key, value in fields.items():
+                setattr(row, key, value)
+    s.flush()
+
+
+def _close_open_tasks(s: Session, run_id: str, state: str, note: str) -> None:
+    s.execute(
+        update(_Task)
+        .where(_Task.run_id == run_id, _Task.state == "RUNNING")
+        .values(state=state, end_time=utcnow(), system_logs=[note])
+        .execution_options(synchronize_session=False)
+    )
 
 
 def dumps(value: Any) -> str:

@@ -262,28 +262,6 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
     if not workflow_url:
         raise BadRequest("workflow_url is required")
 
-    run_id = node.store.new_run_id()
-    staged = await run_in_threadpool(node.stager.stage, run_id, workflow_url, attachments)
-    spec = RunSpec(
-        run_id=run_id,
-        workflow_type=workflow_type,
-        workflow_type_version=workflow_type_version,
-        workflow_url=workflow_url,
-        workflow_path=staged.workflow_path,
-        workflow_fragment=staged.workflow_fragment,
-        workflow_dir=staged.workflow_dir,
-        params=params,
-        engine_parameters=parsed_params,
-        tags=tags,
-    )
-    try:
-        problems = await run_in_threadpool(engine.adapter.validate, spec)
-    except Exception:
-        node.stager.discard(run_id)
-        raise
-    if problems:
-        node.stager.discard(run_id)
-        raise BadRequest("; ".join(problems))
     run_request = RunRequest(
         workflow_params=params,
         workflow_type=workflow_type,
@@ -294,22 +272,45 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
         workflow_engine_version=engine.engine_version,
         workflow_url=workflow_url,
     )
-    try:
-        await run_in_threadpool(
-            node.store.create_run,
-            run_id,
-            engine.name,
-            run_request.model_dump(mode="json"),
-            tags,
-            str(staged.run_dir),
-            {
-                "workflow_path": str(staged.workflow_path.relative_to(staged.workflow_dir)),
-                "workflow_fragment": staged.workflow_fragment,
-            },
-        )
-    except Exception:
-        node.stager.discard(run_id)
-        raise
+
+    def admit() -> str:
+        # Staging, the adapter's checks and the insert: one trip to the thread pool, since on
+        # a busy node every hop between threads waits for the scheduler.
+        run_id = node.store.new_run_id()
+        staged = node.stager.stage(run_id, workflow_url, attachments)
+        try:
+            spec = RunSpec(
+                run_id=run_id,
+                workflow_type=workflow_type,
+                workflow_type_version=workflow_type_version,
+                workflow_url=workflow_url,
+                workflow_path=staged.workflow_path,
+                workflow_fragment=staged.workflow_fragment,
+                workflow_dir=staged.workflow_dir,
+                params=params,
+                engine_parameters=parsed_params,
+                tags=tags,
+            )
+            problems = engine.adapter.validate(spec)
+            if problems:
+                raise BadRequest("; ".join(problems))
+            node.store.create_run(
+                run_id,
+                engine.name,
+                run_request.model_dump(mode="json"),
+                tags,
+                str(staged.run_dir),
+                {
+                    "workflow_path": str(staged.workflow_path.relative_to(staged.workflow_dir)),
+                    "workflow_fragment": staged.workflow_fragment,
+                },
+            )
+        except BaseException:
+            node.stager.discard(run_id)
+            raise
+        return run_id
+
+    run_id = await run_in_threadpool(admit)
     node.supervisor.notify()
     return RunId(run_id=run_id)
 
