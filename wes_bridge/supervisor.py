@@ -45,6 +45,14 @@ log = logging.getLogger("wes_bridge.runs")
 # A run that fails to start may meanwhile have been asked to cancel.
 _STARTING = frozenset({"INITIALIZING", "CANCELING"})
 
+# How often a running run's new task events are written to the store. Steps show up in
+# GET /runs/{id}/tasks within this; what a run reports in its last moments is written with
+# its final state, in the same transaction.
+_INGEST_INTERVAL = 1.0
+
+# Times a run's driver may fail to start for a transient reason before the run fails.
+_LAUNCH_ATTEMPTS = 3
+
 
 @dataclass
 class _ActiveRun:
@@ -52,6 +60,7 @@ class _ActiveRun:
     files: RunFiles
     process: DriverProcess
     events_offset: int = 0
+    next_ingest: float = 0.0
     kill_at: float | None = None
     exited: bool = False
     tasks_seen: set[str] = field(default_factory=set)
@@ -122,6 +131,7 @@ class Supervisor:
         self.launcher = launcher
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._active: dict[str, _ActiveRun] = {}
+        self._launch_failures: dict[str, int] = {}
         self._lock = threading.Lock()
         self._wake: WakeEvent = wake if wake is not None else threading.Event()
         self._stop = threading.Event()
@@ -185,10 +195,12 @@ class Supervisor:
         cancelling = self.store.ids_in_state([a.run_id for a in active], "CANCELING")
         now = time.monotonic()
         for run in active:
-            self._ingest_events(run)
             if run.exited:
                 self._finish(run)
                 continue
+            if now >= run.next_ingest:
+                self._ingest_events(run)
+                run.next_ingest = now + _INGEST_INTERVAL
             if run.run_id in cancelling and run.kill_at is None:
                 log.info(
                     "run %s: sending SIGTERM to driver process group %d",
@@ -266,6 +278,8 @@ class Supervisor:
                 self.settings.driver_niceness,
             )
         except Exception as exc:
+            if self._requeue_after_launch_failure(record.id, exc):
+                return
             log.exception("run %s: could not start the engine driver", record.id)
             self._move(
                 record.id,
@@ -275,6 +289,7 @@ class Supervisor:
                 system_logs=[f"could not start the engine driver: {type(exc).__name__}"],
             )
             return
+        self._launch_failures.pop(record.id, None)
         driver: dict[str, Any] = {"driver_pid": process.pid, "driver_started": process.create_time}
         self._attach(record.id, files, process)
         if not self._move(
@@ -282,6 +297,29 @@ class Supervisor:
         ):
             # Cancelled while starting: record the driver so the next tick can stop it.
             self.store.update_run(record.id, **driver)
+
+    def _requeue_after_launch_failure(self, run_id: str, exc: Exception) -> bool:
+        """Put a run whose driver could not be started back in the queue, if that is right.
+
+        The driver launcher (a forkserver) goes away when the node is stopped by signalling
+        its whole process group, as service managers do; a run caught in that moment has not
+        started and must run after the restart. A launcher that keeps failing fails the run.
+        """
+        attempts = self._launch_failures.get(run_id, 0) + 1
+        transient = isinstance(exc, (EOFError, OSError)) and attempts < _LAUNCH_ATTEMPTS
+        if not (self._stop.is_set() or transient):
+            self._launch_failures.pop(run_id, None)
+            return False
+        self._launch_failures[run_id] = attempts
+        log.warning(
+            "run %s: could not start its driver (%s: %s); back in the queue",
+            run_id,
+            type(exc).__name__,
+            exc,
+        )
+        return self._move(
+            run_id, "QUEUED", {"INITIALIZING"}, reason="re-queued: the driver could not start"
+        )
 
     def _attach(self, run_id: str, files: RunFiles, process: DriverProcess) -> None:
         active = _ActiveRun(run_id, files, process)
@@ -299,13 +337,21 @@ class Supervisor:
 
     # -- progress and outcome ---------------------------------------------------------------
     def _ingest_events(self, run: _ActiveRun) -> None:
-        run.events_offset = ingest_task_events(self.store, run.run_id, run.files, run.events_offset)
+        changes, run.events_offset = read_task_events(run.files, run.events_offset)
+        self.store.upsert_tasks(run.run_id, changes)
 
     def _finish(self, run: _ActiveRun) -> None:
-        self._ingest_events(run)
+        changes, run.events_offset = read_task_events(run.files, run.events_offset)
         with self._lock:
             self._active.pop(run.run_id, None)
-        finish_run(self.store, run.run_id, run.files, run.process.exitcode, self._move)
+        finish_run(
+            self.store,
+            run.run_id,
+            run.files,
+            run.process.exitcode,
+            self._move,
+            task_changes=changes,
+        )
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
@@ -328,7 +374,7 @@ class Supervisor:
                     reason="re-queued after restart; it had not started",
                 )
                 continue
-            ingest_task_events(self.store, record.id, files, 0)
+            changes, _ = read_task_events(files, 0)
             finish_run(
                 self.store,
                 record.id,
@@ -337,23 +383,30 @@ class Supervisor:
                 self._move,
                 recovering=True,
                 pid=record.driver_pid,
+                task_changes=changes,
             )
 
 
-def ingest_task_events(store: RunStore, run_id: str, files: RunFiles, offset: int) -> int:
-    """Read new task events from the run's events file into the store; returns the offset."""
+TaskChanges = list[tuple[str, dict[str, Any]]]
+
+
+def read_task_events(files: RunFiles, offset: int) -> tuple[TaskChanges, int]:
+    """The task changes in the run's events file after ``offset``, and the new offset.
+
+    Only whole lines count: a line the driver is still writing is read next time.
+    """
     try:
         if os.stat(files.events).st_size <= offset:
-            return offset
+            return [], offset
         with open(files.events, "rb") as fh:
             fh.seek(offset)
             data = fh.read()
     except FileNotFoundError:
-        return offset
+        return [], offset
     end = data.rfind(b"\n")
     if end < 0:
-        return offset
-    changes: list[tuple[str, dict[str, Any]]] = []
+        return [], offset
+    changes: TaskChanges = []
     for line in data[: end + 1].splitlines():
         try:
             event = json.loads(line)
@@ -362,8 +415,7 @@ def ingest_task_events(store: RunStore, run_id: str, files: RunFiles, offset: in
         change = _task_change(event)
         if change is not None:
             changes.append(change)
-    store.upsert_tasks(run_id, changes)
-    return offset + end + 1
+    return changes, offset + end + 1
 
 
 def _ts(value: Any) -> datetime | None:
@@ -402,10 +454,16 @@ def finish_run(
     move: Any,
     recovering: bool = False,
     pid: int | None = None,
+    task_changes: TaskChanges | None = None,
 ) -> None:
-    """Record how a run ended, from its driver's result file and the run's current state."""
+    """Record how a run ended, from its driver's result file and the run's current state.
+
+    The final state, the task events not yet stored and the closing of tasks that never
+    reported their end are one transaction.
+    """
     state = store.get_state(run_id)
     outcome: DriverOutcome | None = read_outcome(files)
+    changes = task_changes or []
     if state == "CANCELING":
         move(
             run_id,
@@ -413,8 +471,9 @@ def finish_run(
             {"CANCELING"},
             reason="cancelled",
             system_logs=["cancelled on request; the engine driver was stopped"],
+            task_changes=changes,
+            close_open_tasks=("CANCELED", _UNFINISHED_TASK),
         )
-        _close_open_tasks(store, run_id, "CANCELED")
         return
     if outcome is None:
         if recovering:
@@ -424,8 +483,15 @@ def finish_run(
             )
         else:
             why = f"the engine driver exited (code {driver_exit_code}) without leaving a result"
-        move(run_id, "SYSTEM_ERROR", ACTIVE_STATES, reason="driver lost", system_logs=[why])
-        _close_open_tasks(store, run_id, "SYSTEM_ERROR")
+        move(
+            run_id,
+            "SYSTEM_ERROR",
+            ACTIVE_STATES,
+            reason="driver lost",
+            system_logs=[why],
+            task_changes=changes,
+            close_open_tasks=("SYSTEM_ERROR", _UNFINISHED_TASK),
+        )
         return
     logs = list(outcome.system_logs)
     if recovering:
@@ -439,10 +505,13 @@ def finish_run(
         exit_code=outcome.exit_code,
         cmd=outcome.cmd,
         system_logs=logs,
+        task_changes=changes,
+        close_open_tasks=(
+            "SYSTEM_ERROR" if outcome.state != "CANCELED" else "CANCELED",
+            _UNFINISHED_TASK,
+        ),
     )
-    _close_open_tasks(store, run_id, "SYSTEM_ERROR" if outcome.state != "CANCELED" else "CANCELED")
 
 
-def _close_open_tasks(store: RunStore, run_id: str, state: str) -> None:
-    # A step still marked RUNNING when its run has ended did not report its own end.
-    store.close_open_tasks(run_id, state, "the run ended before this step reported its end")
+# A step still marked RUNNING when its run has ended did not report its own end.
+_UNFINISHED_TASK = "the run ended before this step reported its end"
