@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wes_bridge.cli import main
+from wes_bridge.cli import main, uvicorn_log_config
 from wes_bridge.config import ConfigFileError, load_settings
 
 
@@ -59,3 +59,11 @@ def test_engine_setting_typo_is_reported_not_ignored(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "cwltool: NOT LOADED" in result.output
     assert "container_runtme" in result.output
+
+
+@pytest.mark.parametrize(("level", "expected"), [("info", "INFO"), ("warning", "WARNING")])
+def test_log_level_covers_request_lines(level: str, expected: str) -> None:
+    # One line per request at "info"; "--log-level warning" silences them too.
+    loggers = uvicorn_log_config(level)["loggers"]
+    assert loggers["uvicorn.access"]["level"] == expected
+    assert loggers["uvicorn"]["level"] == expected

@@ -31,6 +31,35 @@ def main() -> None:
     """wes-bridge: a GA4GH WES node with pluggable workflow engines."""
 
 
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's loggers at the node's level, in the node's format."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"format": LOG_FORMAT}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {
+                "handlers": ["default"],
+                "level": level.upper(),
+                "propagate": False,
+            },
+            # One line per request at "info" and "debug"; none at "warning" or "error".
+            "uvicorn.access": {
+                "handlers": ["default"],
+                "level": level.upper(),
+                "propagate": False,
+            },
+        },
+    }
+
+
 @main.command()
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 8080).")
@@ -64,31 +93,11 @@ def serve(config: Path | None, **flags: Any) -> None:
         WES_PREFIX,
         settings.data_dir,
     )
-    log_config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"default": {"format": LOG_FORMAT}},
-        "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": "default",
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "loggers": {
-            "uvicorn": {
-                "handlers": ["default"],
-                "level": settings.log_level.upper(),
-                "propagate": False,
-            },
-            "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
-        },
-    }
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
-        log_config=log_config,
+        log_config=uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=10,
     )
 
