@@ -148,16 +148,31 @@ class RawSubmitter:
         try:
             writer.write(self.payload)
             await writer.drain()
-            response = await reader.read()
+            head = await reader.readuntil(b"\r\n\r\n")
+            lower = head.lower()
+            length = None
+            for line in lower.split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            # Read exactly the body: a server may keep the socket open after answering.
+            if length is not None:
+                body = await reader.readexactly(length)
+            elif b"transfer-encoding: chunked" in lower:
+                body = b""
+                while not body.endswith(b"0\r\n\r\n"):
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                body = _dechunk(body)
+            else:
+                body = await reader.read()
         finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-        head, _, body = response.partition(b"\r\n\r\n")
         status_line = head.split(b"\r\n", 1)[0].split()
         status = int(status_line[1]) if len(status_line) > 1 else 0
-        if b"transfer-encoding: chunked" in head.lower():
-            body = _dechunk(body)
         if status >= 400 or status == 0:
             raise WesError(f"POST /runs -> HTTP {status}: {body[:500]!r}")
         run_id = json.loads(body).get("run_id")
