@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from wes_bridge.app import create_app
 from wes_bridge.config import Settings, load_settings
 
-from .spec_check import check_response, wes_api
+from .spec_check import check_response, tes_api, wes_api
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "test-workflows"
@@ -28,15 +28,16 @@ class SpecCheckedClient(TestClient):
     def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
         response = super().request(method, url, *args, **kwargs)
         path = httpx.URL(str(url)).path
-        if check_response(
-            wes_api(),
-            method,
-            path,
-            response.status_code,
-            response.content,
-            response.headers.get("content-type", ""),
-        ):
-            SpecCheckedClient.checked += 1
+        for api in (wes_api(), tes_api()):
+            if check_response(
+                api,
+                method,
+                path,
+                response.status_code,
+                response.content,
+                response.headers.get("content-type", ""),
+            ):
+                SpecCheckedClient.checked += 1
         return response
 
     def submit(

@@ -12,14 +12,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__
 from .api import install_error_handlers, wes_router
 from .api.errors import error_response
+from .api.tes import router as tes_router
 from .config import Settings
 from .errors import UploadTooLarge
 from .node import Node, build_node
 from .registry import EngineRegistry
 
-__all__ = ["WES_PREFIX", "create_app"]
+__all__ = ["TES_PREFIX", "WES_PREFIX", "create_app"]
 
 WES_PREFIX = "/ga4gh/wes/v1"
+TES_PREFIX = "/ga4gh/tes/v1"
 
 
 class BodySizeLimit:
@@ -52,9 +54,15 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-def create_app(settings: Settings, registry: EngineRegistry | None = None) -> FastAPI:
-    """A WES node for ``settings``; its supervisor runs while the app's lifespan does."""
-    node: Node = build_node(settings, registry)
+def create_app(
+    settings: Settings, registry: EngineRegistry | None = None, *, wes: bool = True
+) -> FastAPI:
+    """A node for ``settings``; its supervisor runs while the app's lifespan does.
+
+    It serves WES (unless ``wes=False``) and, unless the node is pointed at an external TES,
+    the embedded TES at ``/ga4gh/tes/v1``.
+    """
+    node: Node = build_node(settings, registry, wes=wes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -74,6 +82,9 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     )
     app.state.node = node
     install_error_handlers(app)
-    app.include_router(wes_router, prefix=WES_PREFIX)
+    if wes:
+        app.include_router(wes_router, prefix=WES_PREFIX)
+    if node.tes is not None:
+        app.include_router(tes_router, prefix=TES_PREFIX)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     return app

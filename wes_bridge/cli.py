@@ -60,37 +60,46 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
     }
 
 
-@main.command()
-@click.option("--host", help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default 8080).")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    help="Database and run directories (default ./wes-bridge-data).",
-)
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="YAML file of settings; WES_BRIDGE_* env vars and flags override it.",
-)
-@click.option("--max-concurrent-runs", type=int, help="Runs executing at once (default 4).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(config: Path | None, **flags: Any) -> None:
-    """Start a WES node at http://HOST:PORT/ga4gh/wes/v1."""
+def _server_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--host", help="Address to bind (default 127.0.0.1)."),
+            click.option("--port", type=int, help="Port (default 8080)."),
+            click.option(
+                "--data-dir",
+                type=click.Path(path_type=Path),
+                help="Database, run and task directories (default ./wes-bridge-data).",
+            ),
+            click.option(
+                "--config",
+                "config",
+                type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                help="YAML file of settings; WES_BRIDGE_* env vars and flags override it.",
+            ),
+            click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _serve(settings: Settings, *, wes: bool) -> None:
     import uvicorn
 
-    from .app import WES_PREFIX, create_app
+    from .app import TES_PREFIX, WES_PREFIX, create_app
 
-    settings = _settings(config, **flags)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    app = create_app(settings)
+    app = create_app(settings, wes=wes)
+    base = f"http://{settings.host}:{settings.port}"
+    served = [f"WES at {base}{WES_PREFIX}"] if wes else []
+    if settings.tes.url is None:
+        served.append(f"TES at {base}{TES_PREFIX}")
+    else:
+        served.append(f"tasks go to the external TES {settings.tes.url}")
     logging.getLogger("wes_bridge").info(
-        "wes-bridge %s serving WES at http://%s:%d%s (data dir %s)",
+        "wes-bridge %s serving %s (data dir %s)",
         __version__,
-        settings.host,
-        settings.port,
-        WES_PREFIX,
+        "; ".join(served),
         settings.data_dir,
     )
     uvicorn.run(
@@ -100,6 +109,38 @@ def serve(config: Path | None, **flags: Any) -> None:
         log_config=uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=10,
     )
+
+
+@main.command()
+@_server_options
+@click.option("--max-concurrent-runs", type=int, help="Runs executing at once (default 4).")
+@click.option(
+    "--tes-url",
+    help="Send tasks to this external TES (Funnel, TESK, ...) instead of the embedded one.",
+)
+def serve(config: Path | None, tes_url: str | None, **flags: Any) -> None:
+    """Start a node: WES at /ga4gh/wes/v1 and the embedded TES at /ga4gh/tes/v1."""
+    overrides: dict[str, Any] = dict(flags)
+    if tes_url:
+        overrides["tes"] = {"url": tes_url}
+    _serve(_settings(config, **overrides), wes=True)
+
+
+@main.group()
+def tes() -> None:
+    """The embedded GA4GH TES on its own."""
+
+
+@tes.command("serve")
+@_server_options
+def tes_serve(config: Path | None, **flags: Any) -> None:
+    """Start only the embedded TES, at http://HOST:PORT/ga4gh/tes/v1."""
+    settings = _settings(config, **flags)
+    if settings.tes.url is not None:
+        raise click.ClickException(
+            "tes.url names an external TES; `wes-bridge tes serve` runs the embedded one"
+        )
+    _serve(settings, wes=False)
 
 
 @main.command()

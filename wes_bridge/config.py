@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -20,7 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-__all__ = ["ConfigFileError", "Settings", "load_settings"]
+__all__ = ["ConfigFileError", "Settings", "TesSettings", "load_settings"]
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "wes_bridge_config_file", default=None
@@ -56,6 +56,57 @@ class _YamlFileSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         # Unknown keys are passed on, so `extra="forbid"` reports a typo instead of hiding it.
         return dict(self._values)
+
+
+class TesSettings(BaseModel):
+    """The node's TES: the embedded one (default) or an external one (``url``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        None,
+        description="An external TES (Funnel, TESK, ...) the node sends tasks to. Unset: the "
+        "embedded TES at /ga4gh/tes/v1 on this server.",
+    )
+    token: SecretStr | None = Field(None, description="Bearer token for the external TES.")
+    username: str | None = Field(None, description="Basic-auth user for the external TES.")
+    password: SecretStr | None = None
+
+    backend: Literal["host", "docker", "podman", "apptainer", "singularity"] = Field(
+        "host",
+        description="How the embedded TES runs executors: on the host (images recorded, not "
+        "used) or in a container runtime.",
+    )
+    container_binary: str | None = Field(
+        None, description="The container runtime's command (default: the backend's name)."
+    )
+    cpu_cores: int | None = Field(
+        None, ge=1, description="Cores the embedded TES may use (default: all of them)."
+    )
+    ram_gb: float | None = Field(
+        None, gt=0, description="RAM the embedded TES may use, in GB (default: all of it)."
+    )
+    default_cpu_cores: int = Field(1, ge=1, description="Cores of a task that asks for none.")
+    default_ram_gb: float = Field(0.0, ge=0, description="RAM of a task that asks for none.")
+    input_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories file:// inputs may come from, besides the data dir.",
+    )
+    output_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories file:// outputs may go to, besides the data dir.",
+    )
+    fetch_max_bytes: int = Field(100 << 30, ge=1, description="Largest http(s) input.")
+    fetch_timeout_seconds: float = Field(3600.0, gt=0)
+    cancel_grace_seconds: float = Field(10.0, ge=0)
+    log_tail_bytes: int = Field(
+        10_000, ge=0, description="Executor stdout/stderr kept in task logs (the tail)."
+    )
+
+    @field_validator("input_roots", "output_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in value]
 
 
 class Settings(BaseSettings):
@@ -121,6 +172,7 @@ class Settings(BaseSettings):
     )
     disabled_engines: list[str] = Field(default_factory=list, description="Engine ids not to load.")
     log_level: str = "info"
+    tes: TesSettings = Field(default_factory=TesSettings)  # type: ignore[arg-type]
 
     @field_validator("data_dir")
     @classmethod
@@ -147,6 +199,10 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def tes_dir(self) -> Path:
+        return self.data_dir / "tes"
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,13 @@ class DriverLauncher:
         # `wes-bridge` command, its imports must already be loaded or each run pays ~0.5 s
         # for them. (Preloading "__main__" itself does not take effect on Python 3.11.)
         self._ctx.set_forkserver_preload(
-            ["__main__", "wes_bridge.cli", "wes_bridge.drivers", *warm_modules]
+            [
+                "__main__",
+                "wes_bridge.cli",
+                "wes_bridge.drivers",
+                "wes_bridge.tes.runner",
+                *warm_modules,
+            ]
         )
 
     def warm_up(self) -> None:
@@ -242,7 +249,11 @@ class DriverLauncher:
         niceness: int = 0,
     ) -> DriverProcess:
         launch = DriverLaunch(adapter_target, adapter_settings, run, run_dir, niceness)
-        process = self._ctx.Process(target=_driver_main, args=(launch,), daemon=False)
+        return self.spawn(_driver_main, launch)
+
+    def spawn(self, target: Callable[[Any], None], argument: Any) -> DriverProcess:
+        """Fork ``target(argument)`` from the warm forkserver, as a process that may outlive us."""
+        process = self._ctx.Process(target=target, args=(argument,), daemon=False)
         process.start()
         assert process.pid is not None
         # Drivers outlive a server that stops (they are re-attached at the next start), so

@@ -12,6 +12,9 @@ from .registry import EngineRegistry
 from .staging import RunStager
 from .store import RunStore
 from .supervisor_process import SupervisorProcess
+from .tes.backends import Backend, make_backend
+from .tes.scheduler import Capacity, capacity_of
+from .tes.store import TesStore
 
 __all__ = ["Node", "build_node"]
 
@@ -26,9 +29,21 @@ class Node:
     stager: RunStager
     supervisor: SupervisorProcess
     page_tokens: PageTokens
+    # The embedded TES (None when the node uses an external one).
+    tes: TesStore | None = None
+    tes_backend: Backend | None = None
+    tes_backend_available: tuple[bool, str] = (False, "no embedded TES")
+    tes_capacity: Capacity | None = None
 
     def start(self) -> None:
         self.supervisor.start()
+        if self.tes_backend is not None:
+            usable, why = self.tes_backend_available
+            log.info(
+                "embedded TES: %s%s",
+                self.tes_backend.describe(),
+                "" if usable else f"; NOT usable: {why}",
+            )
         for engine in self.registry.engines.values():
             availability = engine.adapter.availability()
             log.info(
@@ -52,7 +67,13 @@ class Node:
         self.store.close()
 
 
-def build_node(settings: Settings, registry: EngineRegistry | None = None) -> Node:
+def build_node(
+    settings: Settings,
+    registry: EngineRegistry | None = None,
+    *,
+    wes: bool = True,
+) -> Node:
+    """The node's parts; ``wes=False`` for a TES-only server (``wes-bridge tes serve``)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     # Half-staged requests from a crash: never queued, so nothing refers to them.
@@ -61,11 +82,19 @@ def build_node(settings: Settings, registry: EngineRegistry | None = None) -> No
     store = RunStore(settings.effective_database_url)
     if registry is None:
         registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
-    return Node(
+    embedded_tes = settings.tes.url is None
+    node = Node(
         settings=settings,
         store=store,
         registry=registry,
         stager=RunStager(settings),
-        supervisor=SupervisorProcess(settings, store),
+        supervisor=SupervisorProcess(settings, store, wes=wes, tes=embedded_tes),
         page_tokens=PageTokens(store.secret("page_tokens")),
     )
+    if embedded_tes:
+        settings.tes_dir.mkdir(parents=True, exist_ok=True)
+        node.tes = TesStore(store)
+        node.tes_backend = make_backend(settings.tes.backend, settings.tes.container_binary)
+        node.tes_backend_available = node.tes_backend.available()
+        node.tes_capacity = capacity_of(settings)
+    return node

@@ -8,6 +8,7 @@ with its timestamp.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -253,6 +254,10 @@ class RunStore:
         with self._sessions.begin() as session:
             yield session
 
+    def session(self) -> contextlib.AbstractContextManager[Session]:
+        """A read transaction (for other stores sharing this database)."""
+        return self._session()
+
     @contextmanager
     def _write(self) -> Iterator[Session]:
         if self._write_lock is None:
@@ -263,7 +268,7 @@ class RunStore:
             yield session
 
     @contextmanager
-    def _write_connection(self) -> Iterator[Connection]:
+    def write_connection(self) -> Iterator[Connection]:
         """A Core connection in a write transaction (for hot paths without ORM objects)."""
         if self._write_lock is None:
             with self._write_engine.begin() as conn:
@@ -302,7 +307,7 @@ class RunStore:
         }
         # Core statements with bound parameters, compiled once and cached: this is the hot
         # path of POST /runs, and it runs while holding the write lock.
-        with self._write_connection() as conn:
+        with self.write_connection() as conn:
             seq = conn.execute(_INSERT_RUN, values).scalar_one()
             if tags:
                 conn.execute(

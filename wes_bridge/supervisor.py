@@ -37,6 +37,7 @@ from .errors import InvalidTransition, NotFound
 from .plugin import DriverOutcome, RunSpec
 from .registry import EngineRegistry
 from .store import ACTIVE_STATES, TERMINAL_STATES, RunRecord, RunStore
+from .tes.link import TesLink
 
 __all__ = ["Supervisor"]
 
@@ -124,8 +125,10 @@ class Supervisor:
         registry: EngineRegistry,
         launcher: DriverLauncher,
         wake: WakeEvent | None = None,
+        tes_link: TesLink | None = None,
     ) -> None:
         self.settings = settings
+        self.tes_link = tes_link
         self.store = store
         self.registry = registry
         self.launcher = launcher
@@ -209,6 +212,7 @@ class Supervisor:
                 )
                 run.process.signal_group(signal.SIGTERM)
                 run.kill_at = now + self.settings.cancel_grace_seconds
+                self._cancel_tes_tasks(run.run_id)
             elif run.kill_at is not None and now >= run.kill_at:
                 log.info(
                     "run %s: driver still alive after %.0f s; SIGKILL",
@@ -338,10 +342,33 @@ class Supervisor:
     # -- progress and outcome ---------------------------------------------------------------
     def _ingest_events(self, run: _ActiveRun) -> None:
         changes, run.events_offset = read_task_events(run.files, run.events_offset)
-        self.store.upsert_tasks(run.run_id, changes)
+        self.store.upsert_tasks(run.run_id, changes + self._tes_task_changes(run.run_id))
+
+    def _tes_task_changes(self, run_id: str) -> TaskChanges:
+        if self.tes_link is None:
+            return []
+        try:
+            return self.tes_link.task_changes(run_id)
+        except Exception:
+            log.exception("run %s: could not read its TES tasks", run_id)
+            return []
+
+    def _cancel_tes_tasks(self, run_id: str) -> None:
+        if self.tes_link is None:
+            return
+        try:
+            asked = self.tes_link.cancel_run(run_id)
+        except Exception:
+            log.exception("run %s: could not cancel its TES tasks", run_id)
+            return
+        if asked:
+            log.info("run %s: asked the TES to cancel %d task(s)", run_id, asked)
 
     def _finish(self, run: _ActiveRun) -> None:
         changes, run.events_offset = read_task_events(run.files, run.events_offset)
+        if run.kill_at is not None:
+            self._cancel_tes_tasks(run.run_id)  # tasks submitted while the driver was stopping
+        changes += self._tes_task_changes(run.run_id)
         with self._lock:
             self._active.pop(run.run_id, None)
         finish_run(

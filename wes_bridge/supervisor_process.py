@@ -23,6 +23,9 @@ from .drivers import DriverLauncher
 from .registry import EngineRegistry
 from .store import RunStore
 from .supervisor import Supervisor, cancel_run
+from .tes.link import EmbeddedTesLink
+from .tes.scheduler import TesScheduler
+from .tes.store import TesStore
 
 __all__ = ["LOG_FORMAT", "SupervisorProcess"]
 
@@ -30,7 +33,13 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
 
 
-def _supervisor_main(settings: Settings, wake: PipeWake, stop: PipeWake, parent_pid: int) -> None:
+def _supervisor_main(
+    settings: Settings,
+    wake: PipeWake | None,
+    tes_wake: PipeWake | None,
+    stop: PipeWake,
+    parent_pid: int,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
@@ -38,19 +47,56 @@ def _supervisor_main(settings: Settings, wake: PipeWake, stop: PipeWake, parent_
     logging.getLogger("wes_bridge.registry").setLevel(logging.CRITICAL)
     store = RunStore(settings.effective_database_url)
     registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
-    warm = sorted({m for e in registry.engines.values() for m in e.adapter.warm_modules})
+    # A TES-only server starts no engine drivers: its forkserver need not import the engines.
+    warm = (
+        sorted({m for e in registry.engines.values() for m in e.adapter.warm_modules})
+        if wake is not None
+        else []
+    )
     launcher = DriverLauncher(warm)
     launcher.warm_up()
-    supervisor = Supervisor(settings, store, registry, launcher, wake=wake)
-    supervisor.start()
+    scheduler = (
+        TesScheduler(settings, TesStore(store), launcher, wake=tes_wake)
+        if tes_wake is not None
+        else None
+    )
+    link = (
+        EmbeddedTesLink(scheduler.tes, _tes_base_url(settings), scheduler.notify)
+        if scheduler is not None
+        else None
+    )
+    supervisor = (
+        Supervisor(settings, store, registry, launcher, wake=wake, tes_link=link)
+        if wake is not None
+        else None
+    )
+    if scheduler is not None:
+        scheduler.start()
+    if supervisor is not None:
+        supervisor.start()
     try:
         while not stop.wait(1.0):
             if os.getppid() != parent_pid:
                 log.warning("the wes-bridge server process is gone; supervisor stopping")
                 break
     finally:
-        supervisor.stop()
+        if supervisor is not None:
+            supervisor.stop()
+        if scheduler is not None:
+            scheduler.stop()
         store.close()
+
+
+def _tes_base_url(settings: Settings) -> str:
+    """Where clients reach the embedded TES: the public URL, else the bound address."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/ga4gh/tes/v1"
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is reached on loopback
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/ga4gh/tes/v1"
 
 
 class PipeWake:
@@ -85,11 +131,14 @@ class PipeWake:
 class SupervisorProcess:
     """Handle, in the HTTP process, on the supervisor child."""
 
-    def __init__(self, settings: Settings, store: RunStore) -> None:
+    def __init__(
+        self, settings: Settings, store: RunStore, *, wes: bool = True, tes: bool = False
+    ) -> None:
         self.settings = settings
         self.store = store
         self._ctx = multiprocessing.get_context("spawn")
-        self._wake = PipeWake(self._ctx)
+        self._wake = PipeWake(self._ctx) if wes else None
+        self._tes_wake = PipeWake(self._ctx) if tes else None
         # A pipe, not a multiprocessing.Event: setting an Event blocks on a lock the other side
         # may hold, which must never happen in a signal handler or at shutdown.
         self._stop = PipeWake(self._ctx)
@@ -98,7 +147,7 @@ class SupervisorProcess:
     def start(self) -> None:
         self._process = self._ctx.Process(
             target=_supervisor_main,
-            args=(self.settings, self._wake, self._stop, os.getpid()),
+            args=(self.settings, self._wake, self._tes_wake, self._stop, os.getpid()),
             name="wes-bridge-supervisor",
             daemon=False,
         )
@@ -119,7 +168,13 @@ class SupervisorProcess:
 
     def notify(self) -> None:
         """A run was queued or cancelled: the supervisor looks now, not at its next tick."""
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    def notify_tes(self) -> None:
+        """A TES task was queued or cancelled: the scheduler looks now."""
+        if self._tes_wake is not None:
+            self._tes_wake.set()
 
     def cancel(self, run_id: str) -> str:
         state = cancel_run(self.store, run_id)

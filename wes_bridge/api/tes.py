@@ -1,0 +1,293 @@
+"""The embedded TES 1.1.0 endpoints (``/ga4gh/tes/v1``).
+
+TES declares no error responses; errors here use the same ``{msg, status_code}`` shape and
+status codes as the node's WES endpoints (400 bad request, 404 unknown task).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from .. import __version__
+from ..config import Settings
+from ..errors import BadRequest, InvalidTransition, NotFound
+from ..node import Node
+from ..registry import describe_validation_error
+from ..tes.models import TASK_STATES, TesCreateTaskResponse, TesTask, View, has_wildcards
+from ..tes.scheduler import cancel_task, cannot_fit, task_needs
+from ..tes.store import TaskRow
+from .wes import get_node
+
+__all__ = ["router"]
+
+router = APIRouter()
+NodeDep = Annotated[Node, Depends(get_node)]
+
+DEFAULT_PAGE_SIZE = 256
+MAX_PAGE_SIZE = 2047  # "Must be less than 2048."
+MAX_TASK_BYTES = 16 << 20
+SUPPORTED_INPUT_SCHEMES = ("file", "http", "https")
+BACKEND_PARAMETERS: list[str] = []
+
+
+def _tes(node: Node) -> Any:
+    if node.tes is None:  # pragma: no cover - the router is mounted only with the embedded TES
+        raise NotFound("this node has no embedded TES")
+    return node.tes
+
+
+# -- service-info ---------------------------------------------------------------------------
+@router.get("/service-info")
+def get_service_info(node: NodeDep) -> dict[str, Any]:
+    settings = node.settings
+    backend = node.tes_backend
+    assert backend is not None
+    usable, why = node.tes_backend_available
+    description = backend.describe()
+    if not usable:
+        description += f"; NOT usable here: {why}"
+    capacity = node.tes_capacity
+    assert capacity is not None
+    return {
+        "id": settings.service_id + ".tes",
+        "name": settings.service_name + " TES",
+        "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+        "description": (
+            f"Embedded TES of wes-bridge: {description}. Capacity {capacity.cpu_cores} CPU "
+            f"cores, {capacity.ram_gb:.1f} GB RAM."
+        ),
+        "organization": {"name": settings.organization_name, "url": settings.organization_url},
+        "version": __version__,
+        "storage": sorted({p.as_uri() for p in [settings.data_dir, *settings.tes.output_roots]}),
+        "tesResources_backend_parameters": BACKEND_PARAMETERS,
+        **({"contactUrl": settings.contact_url} if settings.contact_url else {}),
+        **({"environment": settings.environment} if settings.environment else {}),
+    }
+
+
+# -- create ---------------------------------------------------------------------------------
+def _local(url: str) -> str | None:
+    if url.startswith("/"):
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return None
+    if parts.netloc not in ("", "localhost"):
+        raise BadRequest(f"file URL {url!r} names a remote host; this TES reads local files")
+    return unquote(parts.path)
+
+
+def _within_roots(path: str, roots: list[Any]) -> bool:
+    import os
+    from pathlib import Path
+
+    real = Path(os.path.realpath(path))
+    return any(real == root or root in real.parents for root in roots)
+
+
+def _check_locations(task: TesTask, settings: Settings) -> None:
+    input_roots = [settings.data_dir, *settings.tes.input_roots]
+    output_roots = [settings.data_dir, *settings.tes.output_roots]
+    for item in task.inputs or []:
+        if item.content is not None or item.url is None:
+            continue
+        scheme = urlsplit(item.url).scheme if not item.url.startswith("/") else "file"
+        if scheme not in SUPPORTED_INPUT_SCHEMES:
+            raise BadRequest(
+                f"input {item.path}: URL scheme {scheme!r} is not supported here "
+                f"(supported: {', '.join(SUPPORTED_INPUT_SCHEMES)}, or inline content)"
+            )
+        local = _local(item.url)
+        if local is not None and not _within_roots(local, input_roots):
+            raise BadRequest(
+                f"input {item.path}: {local} is outside the directories this TES may read "
+                "inputs from (tes.input_roots)"
+            )
+    for out in task.outputs or []:
+        local = _local(out.url)
+        if local is None:
+            raise BadRequest(
+                f"output {out.path}: only file:// output URLs are supported here, not {out.url!r}"
+            )
+        if not _within_roots(local, output_roots):
+            raise BadRequest(
+                f"output {out.path}: {local} is outside the directories this TES may write "
+                "outputs to (tes.output_roots)"
+            )
+        if has_wildcards(out.path) and out.type == "FILE" and not out.url.endswith("/"):
+            pass  # a directory URL either way; matches are placed under it
+
+
+@router.post("/tasks")
+async def create_task(request: Request, node: NodeDep) -> TesCreateTaskResponse:
+    body = await request.body()
+    if len(body) > MAX_TASK_BYTES:
+        raise BadRequest(f"a task document may be at most {MAX_TASK_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"the task is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the task must be a JSON object (a tesTask)")
+    try:
+        task = TesTask.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(f"invalid task: {describe_validation_error(exc)}") from exc
+    settings = node.settings
+    _check_locations(task, settings)
+    resources = task.resources
+    system_logs: list[str] = []
+    if resources and resources.backend_parameters:
+        unsupported = sorted(k for k in resources.backend_parameters if k not in BACKEND_PARAMETERS)
+        if unsupported and resources.backend_parameters_strict:
+            raise BadRequest(
+                "backend_parameters not supported by this TES: " + ", ".join(unsupported)
+            )
+        if unsupported:
+            system_logs.append("ignored unsupported backend_parameters: " + ", ".join(unsupported))
+            resources.backend_parameters = {
+                k: v for k, v in resources.backend_parameters.items() if k in BACKEND_PARAMETERS
+            } or None
+    cores, ram = task_needs(settings, resources.model_dump() if resources else None)
+    assert node.tes_capacity is not None
+    why = cannot_fit(node.tes_capacity, cores, ram)
+    usable, unusable_reason = node.tes_backend_available
+    if why is None and not usable:
+        why = f"the {settings.tes.backend} backend is not usable here: {unusable_reason}"
+    tes = _tes(node)
+    task_id = tes.new_task_id()
+    task_dir = settings.tes_dir / "tasks" / task_id
+    stored = task.model_dump(mode="json", exclude_none=True)
+    logs: list[dict[str, Any]] = []
+    state = "QUEUED"
+    if why is not None:
+        state = "SYSTEM_ERROR"
+        from ..tes.runner import now_rfc3339
+
+        now = now_rfc3339()
+        logs = [
+            {
+                "logs": [],
+                "outputs": [],
+                "start_time": now,
+                "end_time": now,
+                "system_logs": [*system_logs, f"this task can never run here: {why}"],
+            }
+        ]
+    elif system_logs:
+        stored.setdefault("_notes", system_logs)
+
+    def insert() -> None:
+        tes.create_task(
+            task_id,
+            stored,
+            cpu_cores=cores,
+            ram_gb=ram,
+            task_dir=str(task_dir),
+            state=state,
+            logs=logs,
+        )
+
+    await run_in_threadpool(insert)
+    if state == "QUEUED":
+        node.supervisor.notify_tes()
+    return TesCreateTaskResponse(id=task_id)
+
+
+# -- read -----------------------------------------------------------------------------------
+def render(row: TaskRow, view: str) -> dict[str, Any]:
+    """The tesTask document of a stored task, in the given view."""
+    if view == "MINIMAL":
+        return {"id": row.id, "state": row.state}
+    task = {k: v for k, v in row.request.items() if not k.startswith("_")}
+    task["id"] = row.id
+    task["state"] = row.state
+    task["creation_time"] = row.creation_time.isoformat()
+    logs = [dict(entry) for entry in row.logs]
+    notes = row.request.get("_notes") or []
+    if notes and logs:
+        logs[0] = {**logs[0], "system_logs": [*notes, *(logs[0].get("system_logs") or [])]}
+    if view == "BASIC":
+        for item in task.get("inputs") or []:
+            item.pop("content", None)
+        stripped = []
+        for entry in logs:
+            entry = {k: v for k, v in entry.items() if k != "system_logs"}
+            entry["logs"] = [
+                {k: v for k, v in ex.items() if k not in ("stdout", "stderr")}
+                for ex in entry.get("logs") or []
+            ]
+            stripped.append(entry)
+        logs = stripped
+    if logs:
+        task["logs"] = logs
+    return task
+
+
+def _view(value: str | None) -> str:
+    view = value or "MINIMAL"
+    if view not in ("MINIMAL", "BASIC", "FULL"):
+        raise BadRequest("view must be MINIMAL, BASIC or FULL")
+    return view
+
+
+@router.get("/tasks")
+def list_tasks(
+    node: NodeDep,
+    name_prefix: Annotated[str | None, Query()] = None,
+    state: Annotated[str | None, Query()] = None,
+    tag_key: Annotated[list[str] | None, Query()] = None,
+    tag_value: Annotated[list[str] | None, Query()] = None,
+    page_size: Annotated[int | None, Query()] = None,
+    page_token: Annotated[str | None, Query()] = None,
+    view: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    chosen: View = _view(view)  # type: ignore[assignment]
+    if page_size is not None and not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+    size = page_size or DEFAULT_PAGE_SIZE
+    if state is not None and state not in TASK_STATES:
+        raise BadRequest(f"state must be one of {', '.join(TASK_STATES)}")
+    keys = tag_key or []
+    values = tag_value or []
+    if len(values) > len(keys):
+        raise BadRequest("more tag_value than tag_key parameters")
+    tags = {key: (values[i] if i < len(values) else "") for i, key in enumerate(keys)}
+    scope = json.dumps(["tes", name_prefix, state, sorted(tags.items())])
+    before = node.page_tokens.decode(page_token, scope) if page_token else None
+    rows = _tes(node).list_tasks(size + 1, before, name_prefix=name_prefix, state=state, tags=tags)
+    response: dict[str, Any] = {"tasks": [render(r, chosen) for r in rows[:size]]}
+    if len(rows) > size:
+        response["next_page_token"] = node.page_tokens.encode(rows[size - 1].seq, scope)
+    return response
+
+
+@router.get("/tasks/{task_id}")
+def get_task(
+    task_id: str, node: NodeDep, view: Annotated[str | None, Query()] = None
+) -> dict[str, Any]:
+    chosen = _view(view)
+    row = _tes(node).get(task_id)
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
+    return render(row, chosen)
+
+
+@router.post("/tasks/{task_id}:cancel")
+def cancel(task_id: str, node: NodeDep) -> dict[str, Any]:
+    tes = _tes(node)
+    state = cancel_task(tes, task_id)
+    if state is None:
+        raise NotFound(f"task {task_id} not found")
+    if state not in ("CANCELED", "CANCELING"):
+        raise InvalidTransition(
+            f"task {task_id} has already ended ({state}); there is nothing to cancel"
+        )
+    node.supervisor.notify_tes()
+    return {}
