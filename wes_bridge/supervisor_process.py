@@ -23,7 +23,7 @@ from .drivers import DriverLauncher
 from .registry import EngineRegistry
 from .store import RunStore
 from .supervisor import Supervisor, cancel_run
-from .tes.link import EmbeddedTesLink
+from .tes.link import link_for
 from .tes.scheduler import TesScheduler
 from .tes.store import TesStore
 
@@ -60,10 +60,10 @@ def _supervisor_main(
         if tes_wake is not None
         else None
     )
-    link = (
-        EmbeddedTesLink(scheduler.tes, _tes_base_url(settings), scheduler.notify)
-        if scheduler is not None
-        else None
+    link = link_for(
+        settings,
+        scheduler.tes if scheduler is not None else None,
+        scheduler.notify if scheduler is not None else None,
     )
     supervisor = (
         Supervisor(settings, store, registry, launcher, wake=wake, tes_link=link)
@@ -85,18 +85,6 @@ def _supervisor_main(
         if scheduler is not None:
             scheduler.stop()
         store.close()
-
-
-def _tes_base_url(settings: Settings) -> str:
-    """Where clients reach the embedded TES: the public URL, else the bound address."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + "/ga4gh/tes/v1"
-    host = settings.host
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is reached on loopback
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}/ga4gh/tes/v1"
 
 
 class PipeWake:

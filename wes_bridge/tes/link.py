@@ -12,11 +12,23 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..config import Settings
+from .client import TesClient, TesError
 from .models import TERMINAL_TASK_STATES
 from .scheduler import cancel_task
 from .store import TaskRow, TesStore
 
-__all__ = ["RUN_TAG", "STEP_TAG", "EmbeddedTesLink", "TesLink", "task_change"]
+__all__ = [
+    "RUN_TAG",
+    "STEP_TAG",
+    "EmbeddedTesLink",
+    "ExternalTesLink",
+    "TesLink",
+    "embedded_tes_url",
+    "link_for",
+    "task_change",
+    "tes_client",
+]
 
 RUN_TAG = "wes_run_id"
 STEP_TAG = "wes_step"
@@ -94,3 +106,64 @@ class EmbeddedTesLink:
         if asked and self._notify is not None:
             self._notify()
         return asked
+
+
+class ExternalTesLink:
+    """The link to an external TES (Funnel, TESK, ...), through the node's TES client."""
+
+    def __init__(self, client: TesClient) -> None:
+        self.client = client
+
+    def _uri(self, task_id: str) -> str:
+        base = self.client.api_url or self.client.base_url
+        return f"{base.rstrip('/')}/tasks/{task_id}"
+
+    def task_changes(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+        tasks = list(self.client.iter_tasks(view="BASIC", tags={RUN_TAG: run_id}))
+        return [task_change(t, self._uri(str(t["id"]))) for t in reversed(tasks)]
+
+    def cancel_run(self, run_id: str) -> int:
+        asked = 0
+        for task in self.client.iter_tasks(view="MINIMAL", tags={RUN_TAG: run_id}):
+            if task.get("state") in TERMINAL_TASK_STATES:
+                continue
+            try:
+                self.client.cancel_task(str(task["id"]))
+            except TesError as exc:
+                if exc.status_code not in (400, 404):  # ended or gone meanwhile
+                    raise
+            asked += 1
+        return asked
+
+
+def link_for(
+    settings: Settings, tes: TesStore | None, notify: Callable[[], None] | None
+) -> TesLink:
+    """The node's link: to its embedded TES, or to ``tes.url`` through a TES client."""
+    if settings.tes.url is None:
+        assert tes is not None
+        return EmbeddedTesLink(tes, embedded_tes_url(settings), notify)
+    return ExternalTesLink(tes_client(settings))
+
+
+def tes_client(settings: Settings) -> TesClient:
+    """A client for the node's TES (``tes.url``, or the embedded one), with its credentials."""
+    tes = settings.tes
+    return TesClient(
+        tes.url or embedded_tes_url(settings),
+        token=tes.token,
+        username=tes.username,
+        password=tes.password,
+    )
+
+
+def embedded_tes_url(settings: Settings) -> str:
+    """Where clients reach the embedded TES: the public URL, else the bound address."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/ga4gh/tes/v1"
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is reached on loopback
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/ga4gh/tes/v1"
