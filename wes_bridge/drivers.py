@@ -21,6 +21,7 @@ import multiprocessing.forkserver
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -185,16 +186,25 @@ class DriverProcess:
         if self._process is not None:
             self._process.join(timeout)
             return self._process.exitcode is not None
+        # Not our child (re-attached after a restart): it can end as a zombie that only its
+        # parent (often an init that reaps slowly) clears, so look at its status every 0.5 s.
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             proc = psutil.Process(self.pid)
             if abs(proc.create_time() - self.create_time) > 0.05:
                 return True
-            proc.wait(timeout)
-        except psutil.TimeoutExpired:
-            return self.is_zombie()
+            while True:
+                step = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                try:
+                    proc.wait(max(step, 0.0))
+                    return True
+                except psutil.TimeoutExpired:
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        return True
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return False
         except psutil.Error:
             return True
-        return True
 
     def is_zombie(self) -> bool:
         try:

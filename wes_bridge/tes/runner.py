@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
 import json
 import os
@@ -62,6 +63,7 @@ class TaskLaunch:
     fetch: FetchPolicy
     tail_bytes: int
     niceness: int = 0
+    claim: str = ""
 
 
 @dataclass
@@ -87,6 +89,20 @@ class TaskFiles:
     @property
     def runner_log(self) -> Path:
         return self.task_dir / "runner.log"
+
+    @property
+    def claim(self) -> Path:
+        """The token of the one launch allowed to run the task (see :func:`take_claim`)."""
+        return self.task_dir / "claim"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the task's runner for as long as it lives."""
+        return self.task_dir / "runner.lock"
+
+    @property
+    def pid(self) -> Path:
+        return self.task_dir / "runner.pid"
 
     def executor_stream(self, index: int, stream: str) -> Path:
         return self.task_dir / f"executor-{index}.{stream}"
@@ -133,6 +149,9 @@ def runner_main(launch: TaskLaunch) -> None:
     os.close(log_fd)
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)  # noqa: SIM115
+    if not take_claim(files, launch.claim):
+        print(f"task {launch.task_id}: this launch was withdrawn; not running it", flush=True)
+        os._exit(0)
     task = TesTask.model_validate(launch.task)
     backend = make_backend(launch.backend, launch.container_binary)
     run = _Run(launch, task, files, backend, PathMap(files.root, declared_paths(task)))
@@ -174,6 +193,50 @@ def runner_main(launch: TaskLaunch) -> None:
     os._exit(0)
 
 
+def take_claim(files: TaskFiles, token: str) -> bool:
+    """Lock the task for this runner (for its whole life) if its launch still stands.
+
+    The scheduler writes a fresh token to ``claim`` before it forks a runner. A scheduler that
+    recovers a task it cannot tell was started takes the lock itself and withdraws the claim,
+    so a runner forked just before a crash can never run a task a second time.
+    """
+    fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o640)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until this process exits; the fd is never closed
+    try:
+        current = files.claim.read_text(encoding="ascii").strip()
+    except OSError:
+        current = ""
+    if not token or current != token:
+        return False
+    files.pid.write_text(f"{os.getpid()}\n", encoding="ascii")
+    return True
+
+
+def probe_runner(files: TaskFiles) -> int | None:
+    """The pid of the task's live runner, or None when no runner holds the task.
+
+    When none does, the claim is withdrawn under the lock, so that no runner forked earlier
+    can start it afterwards.
+    """
+    try:
+        fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o640)
+    except FileNotFoundError:
+        return None  # no task directory: nothing was ever started
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(files.pid.read_text(encoding="ascii").strip())
+            except (OSError, ValueError):
+                return None
+        with contextlib.suppress(FileNotFoundError):
+            files.claim.unlink()
+        return None
+    finally:
+        os.close(fd)
+
+
 def _run_task(run: _Run) -> str:
     files, task = run.files, run.task
     files.root.mkdir(parents=True, exist_ok=True)
@@ -208,6 +271,44 @@ def _run_task(run: _Run) -> str:
         for out in task.outputs or []:
             _deliver_output(run, out)
     return state
+
+
+def progress_log(task_dir: Path, tail_bytes: int) -> dict[str, Any] | None:
+    """The task log so far of a task whose runner is still going, from its events file.
+
+    Executors that have ended are listed with their exit codes and output tails (the one
+    running has no exit code yet, which the spec requires, so it is not listed).
+    """
+    files = TaskFiles(task_dir)
+    try:
+        lines = files.events.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    started: dict[int, str] = {}
+    executors: list[dict[str, Any]] = []
+    first: str | None = None
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        first = first or event.get("time")
+        if event.get("event") == "executor_started":
+            started[int(event["index"])] = event["time"]
+        elif event.get("event") == "executor_ended":
+            index = int(event["index"])
+            executors.append(
+                {
+                    "start_time": started.get(index, event["time"]),
+                    "end_time": event["time"],
+                    "stdout": _tail(files.executor_stream(index, "stdout"), tail_bytes),
+                    "stderr": _tail(files.executor_stream(index, "stderr"), tail_bytes),
+                    "exit_code": int(event["exit_code"]),
+                }
+            )
+    if first is None:
+        return None
+    return {"logs": executors, "outputs": [], "start_time": first}
 
 
 # -- inputs ---------------------------------------------------------------------------------

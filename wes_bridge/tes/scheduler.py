@@ -31,7 +31,14 @@ import psutil
 from ..config import Settings
 from ..drivers import DriverLauncher, DriverProcess
 from .models import TERMINAL_TASK_STATES
-from .runner import FetchPolicy, TaskFiles, TaskLaunch, now_rfc3339, runner_main
+from .runner import (
+    FetchPolicy,
+    TaskFiles,
+    TaskLaunch,
+    now_rfc3339,
+    probe_runner,
+    runner_main,
+)
 from .store import ACTIVE_TASK_STATES, TaskRow, TesStore
 
 __all__ = ["Capacity", "TesScheduler", "cancel_task", "capacity_of"]
@@ -220,9 +227,11 @@ class TesScheduler:
             ),
             tail_bytes=tes.log_tail_bytes,
             niceness=self.settings.driver_niceness,
+            claim=uuid.uuid4().hex,
         )
         try:
             files.task_dir.mkdir(parents=True, exist_ok=True)
+            files.claim.write_text(launch.claim, encoding="ascii")
             process = self.launcher.spawn(runner_main, launch)
         except Exception as exc:
             log.exception("task %s: could not start its runner", row.id)
@@ -302,12 +311,25 @@ class TesScheduler:
             process = (
                 DriverProcess.attach(row.runner_pid, row.runner_started) if row.runner_pid else None
             )
+            if process is None and not row.runner_pid:
+                # Claimed, but the runner's pid was never recorded: ask the task's lock.
+                pid = probe_runner(files)
+                process = DriverProcess.attach(pid, None) if pid else None
+                if process is not None:
+                    self.tes.update(
+                        row.id, runner_pid=process.pid, runner_started=process.create_time
+                    )
+                elif not files.result.exists():
+                    if row.state == "CANCELING":
+                        self._end(row.id, "CANCELED", {"CANCELING"}, _cancelled_log())
+                    else:
+                        self.tes.transition(
+                            row.id, "QUEUED", {"INITIALIZING", "RUNNING"}, claimed_by=None
+                        )
+                    continue
             if process is not None:
                 log.info("task %s: re-attached to runner pid %d", row.id, process.pid)
                 self._attach(row, files, process)
-                continue
-            if row.state == "INITIALIZING" and not row.runner_pid:
-                self.tes.transition(row.id, "QUEUED", {"INITIALIZING"}, claimed_by=None)
                 continue
             self._collect(row.id, files, row.state, recovering=True)
 
