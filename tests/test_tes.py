@@ -474,3 +474,30 @@ def test_a_runs_tes_tasks_are_listed_with_it_and_cancelled_with_it(tes: TesClien
     final = {t["id"]: t for t in tes.get(f"/ga4gh/wes/v1/runs/{run}/tasks").json()["task_logs"]}
     assert final[failed_id]["exit_code"] == 4
     tes.post(f"{TES}/tasks/{unrelated}:cancel")
+
+
+def test_a_running_task_shows_its_log_so_far(tes: TesClient) -> None:
+    task_id = tes.create(
+        {
+            "executors": [
+                {"image": "alpine", "command": ["echo", "first"]},
+                {"image": "alpine", "command": ["sleep", "60"]},
+            ]
+        }
+    )
+    deadline = time.monotonic() + 30
+    log: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        task = tes.task_doc(task_id)
+        log = (task.get("logs") or [{}])[0]
+        if task["state"] == "RUNNING" and log.get("logs"):
+            break
+        time.sleep(0.05)
+    assert log["start_time"]
+    (first,) = log["logs"]  # the sleeping executor has no exit code yet, so is not listed
+    assert first["stdout"] == "first\n"
+    assert first["exit_code"] == 0
+    basic = tes.task_doc(task_id, "BASIC")["logs"][0]["logs"][0]
+    assert "stdout" not in basic
+    tes.post(f"{TES}/tasks/{task_id}:cancel")
+    assert tes.wait_task(task_id)["state"] == "CANCELED"

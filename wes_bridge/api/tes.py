@@ -7,6 +7,8 @@ status codes as the node's WES endpoints (400 bad request, 404 unknown task).
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
@@ -19,9 +21,10 @@ from ..config import Settings
 from ..errors import BadRequest, InvalidTransition, NotFound
 from ..node import Node
 from ..registry import describe_validation_error
-from ..tes.models import TASK_STATES, TesCreateTaskResponse, TesTask, View, has_wildcards
+from ..tes.models import TASK_STATES, TesCreateTaskResponse, TesTask, View
+from ..tes.runner import progress_log
 from ..tes.scheduler import cancel_task, cannot_fit, task_needs
-from ..tes.store import TaskRow
+from ..tes.store import ACTIVE_TASK_STATES, TaskRow
 from .wes import get_node
 
 __all__ = ["router"]
@@ -83,10 +86,7 @@ def _local(url: str) -> str | None:
     return unquote(parts.path)
 
 
-def _within_roots(path: str, roots: list[Any]) -> bool:
-    import os
-    from pathlib import Path
-
+def _within_roots(path: str, roots: list[Path]) -> bool:
     real = Path(os.path.realpath(path))
     return any(real == root or root in real.parents for root in roots)
 
@@ -120,8 +120,6 @@ def _check_locations(task: TesTask, settings: Settings) -> None:
                 f"output {out.path}: {local} is outside the directories this TES may write "
                 "outputs to (tes.output_roots)"
             )
-        if has_wildcards(out.path) and out.type == "FILE" and not out.url.endswith("/"):
-            pass  # a directory URL either way; matches are placed under it
 
 
 @router.post("/tasks")
@@ -201,8 +199,9 @@ async def create_task(request: Request, node: NodeDep) -> TesCreateTaskResponse:
 
 
 # -- read -----------------------------------------------------------------------------------
-def render(row: TaskRow, view: str) -> dict[str, Any]:
-    """The tesTask document of a stored task, in the given view."""
+def render(row: TaskRow, view: str, tail_bytes: int = 10_000) -> dict[str, Any]:
+    """The tesTask document of a stored task, in the given view (a running task's log so far
+    is read from its runner's events)."""
     if view == "MINIMAL":
         return {"id": row.id, "state": row.state}
     task = {k: v for k, v in row.request.items() if not k.startswith("_")}
@@ -210,6 +209,10 @@ def render(row: TaskRow, view: str) -> dict[str, Any]:
     task["state"] = row.state
     task["creation_time"] = row.creation_time.isoformat()
     logs = [dict(entry) for entry in row.logs]
+    if not logs and row.state in ACTIVE_TASK_STATES:
+        so_far = progress_log(Path(row.task_dir), tail_bytes)
+        if so_far is not None:
+            logs = [so_far]
     notes = row.request.get("_notes") or []
     if notes and logs:
         logs[0] = {**logs[0], "system_logs": [*notes, *(logs[0].get("system_logs") or [])]}
@@ -262,7 +265,8 @@ def list_tasks(
     scope = json.dumps(["tes", name_prefix, state, sorted(tags.items())])
     before = node.page_tokens.decode(page_token, scope) if page_token else None
     rows = _tes(node).list_tasks(size + 1, before, name_prefix=name_prefix, state=state, tags=tags)
-    response: dict[str, Any] = {"tasks": [render(r, chosen) for r in rows[:size]]}
+    tail = node.settings.tes.log_tail_bytes
+    response: dict[str, Any] = {"tasks": [render(r, chosen, tail) for r in rows[:size]]}
     if len(rows) > size:
         response["next_page_token"] = node.page_tokens.encode(rows[size - 1].seq, scope)
     return response
@@ -276,7 +280,7 @@ def get_task(
     row = _tes(node).get(task_id)
     if row is None:
         raise NotFound(f"task {task_id} not found")
-    return render(row, chosen)
+    return render(row, chosen, node.settings.tes.log_tail_bytes)
 
 
 @router.post("/tasks/{task_id}:cancel")

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Settings
 from .client import TesClient, TesError
 from .models import TERMINAL_TASK_STATES
+from .runner import progress_log
 from .scheduler import cancel_task
-from .store import TaskRow, TesStore
+from .store import ACTIVE_TASK_STATES, TaskRow, TesStore
 
 __all__ = [
     "RUN_TAG",
@@ -93,7 +95,11 @@ class EmbeddedTesLink:
     def task_changes(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
         changes = []
         for row in reversed(self._rows(run_id)):  # oldest first, as steps ran
-            document = {**row.request, "id": row.id, "state": row.state, "logs": row.logs}
+            logs = row.logs
+            if not logs and row.state in ACTIVE_TASK_STATES:
+                so_far = progress_log(Path(row.task_dir), 0)
+                logs = [so_far] if so_far else []
+            document = {**row.request, "id": row.id, "state": row.state, "logs": logs}
             changes.append(task_change(document, f"{self.base_url}/tasks/{row.id}"))
         return changes
 
