@@ -26,6 +26,10 @@ import pytest
 import requests
 import tes  # type: ignore[import-untyped]
 
+from wes_bridge.app import create_app
+from wes_bridge.config import load_settings
+
+from .conftest import SpecCheckedClient
 from .live_tes import (
     TesServer,
     find_task_dir,
@@ -525,3 +529,35 @@ def test_sigterm_is_a_clean_stop_and_queued_tasks_run_after_a_restart(
         assert done["state"] == "COMPLETE", done
     assert lines(marks) == ["start S", "run Q1", "run Q2"]
     assert (dirs["out"] / "Q1.txt").read_text() == "Q1\n"
+
+
+def test_a_node_pointed_at_an_external_tes_lists_and_cancels_a_runs_tasks_there(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    # The external TES is a separate `wes-bridge tes serve`; the node has no TES of its own.
+    external = make_server({})
+    external.start()
+    settings = load_settings(data_dir=tmp_path / "node", tes={"url": external.url})
+    with SpecCheckedClient(create_app(settings)) as node:
+        assert node.get("/ga4gh/tes/v1/service-info").status_code == 404
+        run = node.submit("cwl/sleep/sleep.cwl", {"seconds": 60}).json()["run_id"]
+        node.wait(run, states={"RUNNING"})
+        step = {
+            "name": "step",
+            "tags": {"wes_run_id": run, "wes_step": "align"},
+            "executors": [{"image": "alpine", "command": ["sleep", "300"]}],
+        }
+        task_id = external.create(step)
+        external.wait(task_id, states={"RUNNING"})
+        deadline = time.monotonic() + 15
+        listed: dict[str, Any] = {}
+        while time.monotonic() < deadline and task_id not in listed:
+            body = node.get(f"/ga4gh/wes/v1/runs/{run}/tasks").json()
+            listed = {t["id"]: t for t in body["task_logs"]}
+            time.sleep(0.1)
+        assert listed[task_id]["name"] == "align"
+        assert listed[task_id]["tes_uri"] == f"{external.base}/tasks/{task_id}"
+        assert listed[task_id]["start_time"]
+        assert node.post(f"/ga4gh/wes/v1/runs/{run}/cancel").status_code == 200
+        assert node.wait(run, timeout=30) == "CANCELED"
+        assert external.wait(task_id)["state"] == "CANCELED"
