@@ -26,7 +26,7 @@ def parts(tmp_path: Path) -> Iterator[tuple[Settings, TesStore, DriverLauncher]]
     store.close()
 
 
-class _Crash(Exception):
+class _Crash(BaseException):  # a process death: nothing may catch it
     pass
 
 
@@ -43,18 +43,21 @@ def _queue(settings: Settings, tes: TesStore, marks: Path, seconds: float) -> st
     return task_id
 
 
-def _crash_after_fork(scheduler: TesScheduler) -> None:
-    real = scheduler.tes.update
+def _crash_at_hand_over(scheduler: TesScheduler, sent: bool) -> None:
+    """The server dies while handing a claimed task to its runner: before or after sending."""
+    real = scheduler._hand_over
 
-    def update(task_id: str, **fields: Any) -> None:
-        if "runner_pid" in fields:
-            raise _Crash("the server died before it recorded the runner")
-        real(task_id, **fields)
+    def hand_over(runner: Any, launch: Any) -> None:
+        if sent:
+            real(runner, launch)
+        raise _Crash("the server died here")
 
-    scheduler.tes.update = update  # type: ignore[method-assign]
-    with pytest.raises(_Crash):
-        scheduler._start_queued()
-    scheduler.tes.update = real  # type: ignore[method-assign]
+    scheduler._hand_over = hand_over  # type: ignore[method-assign]
+    try:
+        with pytest.raises(_Crash):
+            scheduler._start_queued()
+    finally:
+        scheduler.stop()  # closes its idle runners' pipes, as a dying process would
 
 
 def _finish(settings: Settings, tes: TesStore, launcher: DriverLauncher, task_id: str) -> str:
@@ -72,25 +75,33 @@ def _finish(settings: Settings, tes: TesStore, launcher: DriverLauncher, task_id
         scheduler.stop()
 
 
-@pytest.mark.parametrize("runner_started_first", [True, False])
-def test_unrecorded_runner_is_found_or_withdrawn(
-    parts: tuple[Settings, TesStore, DriverLauncher], tmp_path: Path, runner_started_first: bool
+@pytest.mark.parametrize("sent", [True, False])
+def test_a_crash_while_starting_a_task_runs_it_once(
+    parts: tuple[Settings, TesStore, DriverLauncher], tmp_path: Path, sent: bool
 ) -> None:
     settings, tes, launcher = parts
     marks = tmp_path / "marks"
     task_id = _queue(settings, tes, marks, 1.0)
-    _crash_after_fork(TesScheduler(settings, tes, launcher))
+    _crash_at_hand_over(TesScheduler(settings, tes, launcher), sent)
     row = tes.get(task_id)
     assert row is not None
     assert row.state == "INITIALIZING"
-    assert row.runner_pid is None
-    if runner_started_first:
-        # The runner got going before the restart: it is found through its lock.
-        deadline = time.monotonic() + 30
-        while not marks.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-    # else: the restart may come before the runner takes the task; it then finds the claim
-    # withdrawn and the task runs once, from the new launch.
+    assert row.runner_pid is not None
+    # sent: the runner has the task and is found again through its lock. Not sent: the
+    # runner never got it (and leaves); the task goes back to the queue and runs once.
     assert _finish(settings, tes, launcher, task_id) == "COMPLETE"
     time.sleep(1.5)  # a second run, had there been one, would have written by now
     assert marks.read_text() == "ran\n"
+
+
+def test_a_runner_that_finds_its_claim_withdrawn_does_not_run(
+    parts: tuple[Settings, TesStore, DriverLauncher], tmp_path: Path
+) -> None:
+    from wes_bridge.tes.runner import TaskFiles, probe_runner, take_claim
+
+    files = TaskFiles(tmp_path / "task")
+    files.task_dir.mkdir()
+    files.claim.write_text("token-1")
+    assert probe_runner(files) is None  # nobody holds it: the claim is withdrawn
+    assert not files.claim.exists()
+    assert take_claim(files, "token-1") is False

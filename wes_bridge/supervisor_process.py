@@ -115,6 +115,11 @@ class PipeWake:
         except (OSError, EOFError):
             return False
 
+    @property
+    def reader(self) -> Any:
+        """The receiving end, for ``multiprocessing.connection.wait`` on several pipes."""
+        return self._reader
+
 
 class SupervisorProcess:
     """Handle, in the HTTP process, on the supervisor child."""

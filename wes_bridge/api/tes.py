@@ -277,6 +277,11 @@ def get_task(
     task_id: str, node: NodeDep, view: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
     chosen = _view(view)
+    if chosen == "MINIMAL":  # the view clients poll: one column, no JSON to decode
+        state = _tes(node).get_state(task_id)
+        if state is None:
+            raise NotFound(f"task {task_id} not found")
+        return {"id": task_id, "state": state}
     row = _tes(node).get(task_id)
     if row is None:
         raise NotFound(f"task {task_id} not found")

@@ -19,8 +19,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -135,8 +137,29 @@ class _Run:
             fh.write(line)
 
 
-def runner_main(launch: TaskLaunch) -> None:
-    """Entry point of a runner process (the forked child)."""
+def idle_runner_main(channel: tuple[Connection, Connection]) -> None:
+    """A runner forked ahead of need: it waits for its task, so starting one costs no fork.
+
+    It ends without doing anything when the scheduler that forked it goes away (end of file
+    on its pipe) or sends None.
+    """
+    tasks, done = channel
+    try:
+        launch = tasks.recv()
+    except (EOFError, OSError):
+        os._exit(0)
+    tasks.close()
+    if not isinstance(launch, TaskLaunch):
+        os._exit(0)
+    runner_main(launch, done)
+
+
+def runner_main(launch: TaskLaunch, done: Connection | None = None) -> None:
+    """Entry point of a runner process (the forked child).
+
+    ``done`` is told the task's id once its result is written, so the scheduler records the end
+    (and frees its cores) without waiting for this process to be reaped.
+    """
     os.setsid()
     if launch.niceness:
         os.nice(launch.niceness)
@@ -188,6 +211,9 @@ def runner_main(launch: TaskLaunch) -> None:
     tmp = files.result.with_suffix(".tmp")
     tmp.write_text(json.dumps({"state": state, "log": log}), encoding="utf-8")
     os.replace(tmp, files.result)
+    if done is not None:
+        with contextlib.suppress(OSError, ValueError):
+            done.send_bytes(launch.task_id.encode())
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -212,27 +238,37 @@ def take_claim(files: TaskFiles, token: str) -> bool:
     return True
 
 
-def probe_runner(files: TaskFiles) -> int | None:
-    """The pid of the task's live runner, or None when no runner holds the task.
+def probe_runner(files: TaskFiles, patience: float = 5.0) -> int | None:
+    """The pid of the runner holding the task, or None when no runner holds it.
 
     When none does, the claim is withdrawn under the lock, so that no runner forked earlier
-    can start it afterwards.
+    can start the task afterwards. A runner writes its pid right after taking the lock; if the
+    lock is held and the pid not there yet, this waits (up to ``patience`` seconds).
     """
     try:
         fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o640)
     except FileNotFoundError:
         return None  # no task directory: nothing was ever started
+    deadline = time.monotonic() + patience
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
             try:
-                return int(files.pid.read_text(encoding="ascii").strip())
-            except (OSError, ValueError):
-                return None
-        with contextlib.suppress(FileNotFoundError):
-            files.claim.unlink()
-        return None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    return int(files.pid.read_text(encoding="ascii").strip())
+                except (OSError, ValueError):
+                    # Taken a moment ago (pid not written yet), or by a runner that found the
+                    # claim withdrawn and is leaving: ask again.
+                    if time.monotonic() > deadline:
+                        raise TaskFailure(
+                            "SYSTEM_ERROR", "the task's runner holds its lock but gave no pid"
+                        ) from None
+                    time.sleep(0.02)
+                    continue
+            with contextlib.suppress(FileNotFoundError):
+                files.claim.unlink()
+            return None
     finally:
         os.close(fd)
 

@@ -14,8 +14,11 @@ queued tasks simply run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -23,6 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +37,12 @@ from ..drivers import DriverLauncher, DriverProcess
 from .models import TERMINAL_TASK_STATES
 from .runner import (
     FetchPolicy,
+    TaskFailure,
     TaskFiles,
     TaskLaunch,
+    idle_runner_main,
     now_rfc3339,
     probe_runner,
-    runner_main,
 )
 from .store import ACTIVE_TASK_STATES, TaskRow, TesStore
 
@@ -106,6 +111,12 @@ def _cancelled_log(note: str = "cancelled before it started") -> dict[str, Any]:
 
 
 @dataclass
+class _Idle:
+    process: DriverProcess
+    tasks: Connection  # where its TaskLaunch is sent
+
+
+@dataclass
 class _Active:
     task_id: str
     files: TaskFiles
@@ -131,11 +142,22 @@ class TesScheduler:
         self.launcher = launcher
         self.capacity = capacity_of(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake: Any = wake if wake is not None else threading.Event()
+        # What wakes the loop: the API's pipe (a task was queued or cancelled), our own
+        # notify pipe, and the runners' "done" pipe (a result was written).
+        self._external = wake
+        self._notify_r, self._notify_w = multiprocessing.Pipe(duplex=False)
+        self._done_r, self._done_w = multiprocessing.Pipe(duplex=False)
+        os.set_blocking(self._notify_w.fileno(), False)
+        os.set_blocking(self._done_w.fileno(), False)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._thread: threading.Thread | None = None
+        # Runners forked ahead of need (a fork from the forkserver costs ~20 ms).
+        self._idle: list[_Idle] = []
+        self._idle_lock = threading.Lock()
+        self._refill = threading.Event()
+        self._filler: threading.Thread | None = None
         self.input_roots = [settings.data_dir, *settings.tes.input_roots]
         self.output_roots = [settings.data_dir, *settings.tes.output_roots]
 
@@ -144,25 +166,88 @@ class TesScheduler:
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="tes-scheduler", daemon=True)
         self._thread.start()
+        self._filler = threading.Thread(target=self._fill, name="tes-runner-pool", daemon=True)
+        self._filler.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self.notify()
+        self._refill.set()
+        for thread in (self._thread, self._filler):
+            if thread is not None:
+                thread.join(10)
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for runner in idle:  # end of file on its pipe: it exits without running anything
+            runner.tasks.close()
 
     def notify(self) -> None:
-        self._wake.set()
+        with contextlib.suppress(OSError):
+            self._notify_w.send_bytes(b"!")
+
+    def _wait(self, timeout: float) -> None:
+        pipes = [self._notify_r, self._done_r]
+        external = getattr(self._external, "reader", None)
+        if external is not None:
+            pipes.append(external)
+        for ready in multiprocessing.connection.wait(pipes, timeout):
+            with contextlib.suppress(OSError, EOFError):
+                while ready.poll(0):  # type: ignore[union-attr]
+                    ready.recv_bytes()  # type: ignore[union-attr]
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.clear()
             try:
                 self._tick()
             except Exception:
                 log.exception("TES scheduler tick failed; retrying")
             # Short: a running task's RUNNING state is read from its events file.
-            self._wake.wait(0.2)
+            self._wait(0.2)
+
+    # -- the pool of idle runners -----------------------------------------------------------
+    def _pool_size(self) -> int:
+        return min(2, self.capacity.cpu_cores)
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            with self._idle_lock:
+                missing = self._pool_size() - len(self._idle)
+            if missing <= 0:
+                self._refill.wait(1.0)
+                self._refill.clear()
+                continue
+            try:
+                runner = self._spawn_idle()
+            except Exception:
+                log.exception("could not fork an idle task runner; retrying")
+                self._stop.wait(1.0)
+                continue
+            with self._idle_lock:
+                self._idle.append(runner)
+
+    def _spawn_idle(self) -> _Idle:
+        tasks_r, tasks_w = multiprocessing.Pipe(duplex=False)
+        try:
+            process = self.launcher.spawn(idle_runner_main, (tasks_r, self._done_w))
+        finally:
+            tasks_r.close()
+        return _Idle(process, tasks_w)
+
+    def _take_idle(self) -> _Idle:
+        while True:
+            with self._idle_lock:
+                runner = self._idle.pop(0) if self._idle else None
+            self._refill.set()
+            if runner is None:
+                return self._spawn_idle()
+            if runner.process.wait(timeout=0):  # it died meanwhile
+                runner.tasks.close()
+                continue
+            return runner
+
+    def _give_back(self, runner: _Idle) -> None:
+        with self._idle_lock:
+            self._idle.insert(0, runner)
 
     # -- one pass ---------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -171,7 +256,8 @@ class TesScheduler:
         states = self.tes.states_of([a.task_id for a in active]) if active else {}
         now = time.monotonic()
         for task in active:
-            if task.exited:
+            if task.exited or task.files.result.exists():
+                # Its result is written: the cores are free even before the runner is reaped.
                 self._finish(task, states.get(task.task_id))
                 continue
             state = states.get(task.task_id)
@@ -200,8 +286,6 @@ class TesScheduler:
         for row in self.tes.queued(limit=max(free_cores, 1) * 4):
             if row.cpu_cores > free_cores or row.ram_gb > free_ram + 1e-9:
                 return  # first come, first served: the head waits for room
-            if not self.tes.transition(row.id, "INITIALIZING", {"QUEUED"}, claimed_by=self.owner):
-                continue  # cancelled, or claimed by another scheduler
             if self._launch(row):
                 free_cores -= row.cpu_cores
                 free_ram -= row.ram_gb
@@ -230,11 +314,36 @@ class TesScheduler:
             claim=uuid.uuid4().hex,
         )
         try:
+            runner = self._take_idle()
+        except Exception as exc:
+            log.exception("task %s: could not start a runner", row.id)
+            self._end(
+                row.id,
+                "SYSTEM_ERROR",
+                {"QUEUED"},
+                _cancelled_log(f"could not start the task runner: {type(exc).__name__}"),
+            )
+            return False
+        process = runner.process
+        # One write claims the task and records its runner: after a crash, a recorded runner
+        # that never took the task (see runner.take_claim) means the task had not started.
+        if not self.tes.transition(
+            row.id,
+            "INITIALIZING",
+            {"QUEUED"},
+            claimed_by=self.owner,
+            runner_pid=process.pid,
+            runner_started=process.create_time,
+        ):
+            self._give_back(runner)
+            return False  # cancelled, or claimed by another scheduler
+        try:
             files.task_dir.mkdir(parents=True, exist_ok=True)
             files.claim.write_text(launch.claim, encoding="ascii")
-            process = self.launcher.spawn(runner_main, launch)
+            self._hand_over(runner, launch)
         except Exception as exc:
-            log.exception("task %s: could not start its runner", row.id)
+            log.exception("task %s: could not hand it to its runner", row.id)
+            runner.tasks.close()
             self._end(
                 row.id,
                 "SYSTEM_ERROR",
@@ -243,8 +352,12 @@ class TesScheduler:
             )
             return False
         self._attach(row, files, process)
-        self.tes.update(row.id, runner_pid=process.pid, runner_started=process.create_time)
         return True
+
+    @staticmethod
+    def _hand_over(runner: _Idle, launch: TaskLaunch) -> None:
+        runner.tasks.send(launch)
+        runner.tasks.close()
 
     def _attach(self, row: TaskRow, files: TaskFiles, process: DriverProcess) -> None:
         task = _Active(row.id, files, process, row.cpu_cores, row.ram_gb)
@@ -256,7 +369,7 @@ class TesScheduler:
                 if self._stop.is_set():
                     return
             task.exited = True
-            self._wake.set()
+            self.notify()
 
         threading.Thread(target=wait_for_exit, name=f"task-{row.id}", daemon=True).start()
 
@@ -308,30 +421,38 @@ class TesScheduler:
     def recover(self) -> None:
         for row in self.tes.in_states(ACTIVE_TASK_STATES):
             files = TaskFiles(Path(row.task_dir))
-            process = (
-                DriverProcess.attach(row.runner_pid, row.runner_started) if row.runner_pid else None
-            )
-            if process is None and not row.runner_pid:
-                # Claimed, but the runner's pid was never recorded: ask the task's lock.
+            # Who holds the task's lock is its runner; when nobody does, the claim is withdrawn
+            # so that no runner forked before the crash can take the task afterwards.
+            try:
                 pid = probe_runner(files)
-                process = DriverProcess.attach(pid, None) if pid else None
-                if process is not None:
+            except TaskFailure as exc:
+                log.error("task %s: left as it is: %s", row.id, exc.message)
+                continue
+            process = DriverProcess.attach(pid, None) if pid else None
+            if process is not None:
+                if process.pid != row.runner_pid:
                     self.tes.update(
                         row.id, runner_pid=process.pid, runner_started=process.create_time
                     )
-                elif not files.result.exists():
-                    if row.state == "CANCELING":
-                        self._end(row.id, "CANCELED", {"CANCELING"}, _cancelled_log())
-                    else:
-                        self.tes.transition(
-                            row.id, "QUEUED", {"INITIALIZING", "RUNNING"}, claimed_by=None
-                        )
-                    continue
-            if process is not None:
                 log.info("task %s: re-attached to runner pid %d", row.id, process.pid)
                 self._attach(row, files, process)
                 continue
-            self._collect(row.id, files, row.state, recovering=True)
+            if files.result.exists() or files.pid.exists():
+                # It ran: finished while we were down, or its runner died without a result.
+                self._collect(row.id, files, row.state, recovering=True)
+                continue
+            # It never started (the crash came between its claim and its runner taking it).
+            if row.state == "CANCELING":
+                self._end(row.id, "CANCELED", {"CANCELING"}, _cancelled_log())
+            else:
+                self.tes.transition(
+                    row.id,
+                    "QUEUED",
+                    {"INITIALIZING", "RUNNING"},
+                    claimed_by=None,
+                    runner_pid=None,
+                    runner_started=None,
+                )
 
 
 def _read_result(files: TaskFiles) -> dict[str, Any] | None:
