@@ -161,10 +161,6 @@ def runner_main(launch: TaskLaunch, done: Connection | None = None) -> None:
     (and frees its cores) without waiting for this process to be reaped.
     """
     os.setsid()
-    if launch.niceness:
-        os.nice(launch.niceness)
-        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
-            fh.write(str(launch.niceness))
     files = TaskFiles(launch.task_dir)
     log_fd = os.open(files.runner_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     os.dup2(log_fd, 1)
@@ -273,6 +269,19 @@ def probe_runner(files: TaskFiles, patience: float = 5.0) -> int | None:
         os.close(fd)
 
 
+def _lower_priority(niceness: int) -> None:
+    """Executors run at the node's niceness so the API stays responsive on a busy machine.
+
+    Set here, once the inputs are staged, rather than when the runner starts: the runner's
+    own start is then not held back by the server it reports to. The session's scheduler
+    autogroup gets it too (see ``wes_bridge.drivers``).
+    """
+    if niceness:
+        os.nice(niceness)
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(niceness))
+
+
 def _run_task(run: _Run) -> str:
     files, task = run.files, run.task
     files.root.mkdir(parents=True, exist_ok=True)
@@ -295,6 +304,7 @@ def _run_task(run: _Run) -> str:
             run.paths.host(out.path).mkdir(parents=True, exist_ok=True)
         else:
             run.paths.host(out.path).parent.mkdir(parents=True, exist_ok=True)
+    _lower_priority(run.launch.niceness)
     run.event("state", state="RUNNING")
     state = "COMPLETE"
     for index, executor in enumerate(task.executors):

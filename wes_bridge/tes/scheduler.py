@@ -110,6 +110,10 @@ def _cancelled_log(note: str = "cancelled before it started") -> dict[str, Any]:
     return {"logs": [], "outputs": [], "start_time": now, "end_time": now, "system_logs": [note]}
 
 
+# How long after an idle runner was taken its replacement is forked.
+_REFILL_DELAY = 0.05
+
+
 @dataclass
 class _Idle:
     process: DriverProcess
@@ -215,6 +219,9 @@ class TesScheduler:
             if missing <= 0:
                 self._refill.wait(1.0)
                 self._refill.clear()
+                # Fork the replacement once the task just handed over is under way: the fork
+                # would otherwise compete with that task's start for the CPU.
+                self._stop.wait(_REFILL_DELAY)
                 continue
             try:
                 runner = self._spawn_idle()
@@ -253,13 +260,16 @@ class TesScheduler:
     def _tick(self) -> None:
         with self._lock:
             active = list(self._active.values())
-        states = self.tes.states_of([a.task_id for a in active]) if active else {}
-        now = time.monotonic()
+        going = []
         for task in active:
             if task.exited or task.files.result.exists():
                 # Its result is written: the cores are free even before the runner is reaped.
-                self._finish(task, states.get(task.task_id))
-                continue
+                self._finish(task)
+            else:
+                going.append(task)
+        states = self.tes.states_of([a.task_id for a in going]) if going else {}
+        now = time.monotonic()
+        for task in going:
             state = states.get(task.task_id)
             if state == "CANCELING" and task.kill_at is None:
                 log.info("task %s: cancelling; SIGTERM to its runner", task.task_id)
@@ -388,10 +398,18 @@ class TesScheduler:
                     self.tes.transition(task.task_id, "RUNNING", {"INITIALIZING"})
                     return
 
-    def _finish(self, task: _Active, state: str | None) -> None:
+    def _finish(self, task: _Active) -> None:
         with self._lock:
             self._active.pop(task.task_id, None)
-        self._collect(task.task_id, task.files, state, recovering=False)
+        result = _read_result(task.files)
+        if result is not None:
+            # No read first: the common end is one conditional write; a task cancelled
+            # meanwhile (CANCELING) fails that write and ends CANCELED instead.
+            state, log_ = str(result["state"]), result["log"]
+            if self.tes.transition(task.task_id, state, {"INITIALIZING", "RUNNING"}, logs=[log_]):
+                log.info("task %s -> %s", task.task_id, state)
+                return
+        self._collect(task.task_id, task.files, self.tes.get_state(task.task_id), recovering=False)
 
     def _collect(self, task_id: str, files: TaskFiles, state: str | None, recovering: bool) -> None:
         result = _read_result(files)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     func,
     insert,
     select,
@@ -89,10 +90,12 @@ class TaskRow:
     owner: str | None
 
 
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def _row(r: _TesTask) -> TaskRow:
-    created = r.creation_time
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
+    created = _aware(r.creation_time)
     return TaskRow(
         seq=r.seq,
         id=r.id,
@@ -112,6 +115,13 @@ def _row(r: _TesTask) -> TaskRow:
 
 
 _INSERT_TASK = insert(_TesTask).returning(_TesTask.seq)
+_STATE_OF = select(_TesTask.state).where(_TesTask.id == bindparam("task_id"))
+_QUEUED = (
+    select(*_TesTask.__table__.columns)
+    .where(_TesTask.state == "QUEUED")
+    .order_by(_TesTask.seq)
+    .limit(bindparam("limit"))
+)
 _INSERT_TAG = insert(_TesTaskTag)
 
 
@@ -166,8 +176,10 @@ class TesStore:
             return _row(row) if row else None
 
     def get_state(self, task_id: str) -> str | None:
-        with self.store.session() as s:
-            return s.scalar(select(_TesTask.state).where(_TesTask.id == task_id))
+        # Core, not an ORM session: clients poll this.
+        with self.store.engine.connect() as conn:
+            state = conn.execute(_STATE_OF, {"task_id": task_id}).scalar()
+            return str(state) if state is not None else None
 
     def list_tasks(
         self,
@@ -210,14 +222,28 @@ class TesStore:
             return {task_id: state for task_id, state in rows}
 
     def queued(self, limit: int) -> list[TaskRow]:
-        with self.store.session() as s:
-            rows = s.scalars(
-                select(_TesTask)
-                .where(_TesTask.state == "QUEUED")
-                .order_by(_TesTask.seq)
-                .limit(limit)
+        """The oldest queued tasks (Core, not ORM: this is on the path of every task start)."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(_QUEUED, {"limit": limit}).mappings().all()
+        return [
+            TaskRow(
+                seq=r["seq"],
+                id=r["id"],
+                state=r["state"],
+                name=r["name"],
+                tags=dict(r["tags"] or {}),
+                request=dict(r["request"] or {}),
+                logs=list(r["logs"] or []),
+                creation_time=_aware(r["creation_time"]),
+                cpu_cores=r["cpu_cores"],
+                ram_gb=r["ram_gb"],
+                task_dir=r["task_dir"],
+                runner_pid=r["runner_pid"],
+                runner_started=r["runner_started"],
+                owner=r["owner"],
             )
-            return [_row(r) for r in rows]
+            for r in rows
+        ]
 
     def state_counts(self) -> dict[str, int]:
         with self.store.session() as s:
