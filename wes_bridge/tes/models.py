@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..models import STATES
+
 __all__ = [
     "TASK_STATES",
     "TERMINAL_TASK_STATES",
@@ -29,19 +31,8 @@ __all__ = [
     "View",
 ]
 
-TASK_STATES = (
-    "UNKNOWN",
-    "QUEUED",
-    "INITIALIZING",
-    "RUNNING",
-    "PAUSED",
-    "COMPLETE",
-    "EXECUTOR_ERROR",
-    "SYSTEM_ERROR",
-    "CANCELED",
-    "PREEMPTED",
-    "CANCELING",
-)
+# TES 1.1's tesState has the same eleven states as WES 1.1's State.
+TASK_STATES = STATES
 TERMINAL_TASK_STATES = frozenset(
     {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 )
