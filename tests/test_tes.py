@@ -501,3 +501,27 @@ def test_a_running_task_shows_its_log_so_far(tes: TesClient) -> None:
     assert "stdout" not in basic
     tes.post(f"{TES}/tasks/{task_id}:cancel")
     assert tes.wait_task(task_id)["state"] == "CANCELED"
+
+
+def test_scheduler_honours_ram(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", tes={"cpu_cores": 2, "ram_gb": 1.0})
+    with TesClient(create_app(settings)) as tes:
+        timed = {
+            "resources": {"ram_gb": 0.6},
+            "executors": [
+                {"image": "a", "command": ["sh", "-c", "date +%s.%N; sleep 0.4; date +%s.%N"]}
+            ],
+        }
+        ids = [tes.create(timed) for _ in range(3)]
+        spans = []
+        for task_id in ids:
+            done = tes.wait_task(task_id)
+            assert done["state"] == "COMPLETE"
+            start, end = map(float, done["logs"][0]["logs"][0]["stdout"].split())
+            spans.append((start, end))
+        # Two cores are free, but 0.6 + 0.6 GB do not fit in 1 GB: one task at a time.
+        for start, _ in spans:
+            assert sum(1 for s, e in spans if s <= start < e) == 1, spans
+        too_big = tes.task_doc(tes.create({**timed, "resources": {"ram_gb": 2}}))
+        assert too_big["state"] == "SYSTEM_ERROR"
+        assert "asks for 2 GB of RAM; this TES has 1.0 GB" in too_big["logs"][0]["system_logs"][-1]
