@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["RunRecord", "RunStore", "TaskRecord", "utcnow"]
+__all__ = ["Base", "RunRecord", "RunStore", "TaskRecord", "utcnow"]
 
 TERMINAL_STATES = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
 ACTIVE_STATES = frozenset({"INITIALIZING", "RUNNING", "CANCELING"})
@@ -49,11 +49,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _Base(DeclarativeBase):
+class Base(DeclarativeBase):
+    """The tables of the node's database (runs here, TES tasks in ``wes_bridge.tes.store``)."""
+
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class _Run(_Base):
+class _Run(Base):
     __tablename__ = "runs"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
@@ -76,7 +78,7 @@ class _Run(_Base):
     __table_args__ = (Index("ix_runs_state_seq", "state", "seq"),)
 
 
-class _RunTag(_Base):
+class _RunTag(Base):
     __tablename__ = "run_tags"
     run_seq: Mapped[int] = mapped_column(ForeignKey("runs.seq"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -84,7 +86,7 @@ class _RunTag(_Base):
     __table_args__ = (Index("ix_run_tags_key_value", "key", "value", "run_seq"),)
 
 
-class _RunEvent(_Base):
+class _RunEvent(Base):
     __tablename__ = "run_events"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
@@ -93,7 +95,7 @@ class _RunEvent(_Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
 
-class _Task(_Base):
+class _Task(Base):
     __tablename__ = "tasks"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -111,7 +113,7 @@ class _Task(_Base):
     __table_args__ = (Index("ux_tasks_run_id", "run_id", "id", unique=True),)
 
 
-class _Secret(_Base):
+class _Secret(Base):
     __tablename__ = "node_secrets"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text, nullable=False)
@@ -240,11 +242,14 @@ class RunStore:
         if self._sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
-        _Base.metadata.create_all(self.engine)
+        Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(wes_bridge_write=True)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
-        self._write_lock = threading.Lock() if self._sqlite else None
+        # On SQLite, one writer at a time per process (see the class docstring).
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self._sqlite else contextlib.nullcontext()
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -260,20 +265,12 @@ class RunStore:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        if self._write_lock is None:
-            with self._write_sessions.begin() as session:
-                yield session
-            return
         with self._write_lock, self._write_sessions.begin() as session:
             yield session
 
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A Core connection in a write transaction (for hot paths without ORM objects)."""
-        if self._write_lock is None:
-            with self._write_engine.begin() as conn:
-                yield conn
-            return
         with self._write_lock, self._write_engine.begin() as conn:
             yield conn
 

@@ -27,9 +27,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ..store import RunStore
+from ..store import Base, RunStore
 from .models import TERMINAL_TASK_STATES
 
 __all__ = ["TaskRow", "TesStore"]
@@ -37,11 +37,7 @@ __all__ = ["TaskRow", "TesStore"]
 ACTIVE_TASK_STATES = frozenset({"INITIALIZING", "RUNNING", "CANCELING"})
 
 
-class _Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
-
-
-class _TesTask(_Base):
+class _TesTask(Base):
     __tablename__ = "tes_tasks"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
@@ -64,7 +60,7 @@ class _TesTask(_Base):
     )
 
 
-class _TesTaskTag(_Base):
+class _TesTaskTag(Base):
     __tablename__ = "tes_task_tags"
     task_seq: Mapped[int] = mapped_column(ForeignKey("tes_tasks.seq"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -94,7 +90,8 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _row(r: _TesTask) -> TaskRow:
+def _row(r: Any) -> TaskRow:
+    """A task from an ORM object or a Core row (both have the columns as attributes)."""
     created = _aware(r.creation_time)
     return TaskRow(
         seq=r.seq,
@@ -130,7 +127,7 @@ class TesStore:
 
     def __init__(self, store: RunStore) -> None:
         self.store = store
-        _Base.metadata.create_all(store.engine)
+        Base.metadata.create_all(store.engine)  # the TES tables, if an older node made the file
 
     @staticmethod
     def new_task_id() -> str:
@@ -224,26 +221,7 @@ class TesStore:
     def queued(self, limit: int) -> list[TaskRow]:
         """The oldest queued tasks (Core, not ORM: this is on the path of every task start)."""
         with self.store.engine.connect() as conn:
-            rows = conn.execute(_QUEUED, {"limit": limit}).mappings().all()
-        return [
-            TaskRow(
-                seq=r["seq"],
-                id=r["id"],
-                state=r["state"],
-                name=r["name"],
-                tags=dict(r["tags"] or {}),
-                request=dict(r["request"] or {}),
-                logs=list(r["logs"] or []),
-                creation_time=_aware(r["creation_time"]),
-                cpu_cores=r["cpu_cores"],
-                ram_gb=r["ram_gb"],
-                task_dir=r["task_dir"],
-                runner_pid=r["runner_pid"],
-                runner_started=r["runner_started"],
-                owner=r["owner"],
-            )
-            for r in rows
-        ]
+            return [_row(r) for r in conn.execute(_QUEUED, {"limit": limit})]
 
     def state_counts(self) -> dict[str, int]:
         with self.store.session() as s:
