@@ -107,14 +107,18 @@ def _load_adapter_class(target: str) -> type[EngineAdapter]:
     return obj
 
 
-def _lower_autogroup_priority(niceness: int) -> None:
-    """Give the driver's new session the same niceness as the driver.
+def lower_priority(niceness: int) -> None:
+    """Lower this process's priority, and that of the session it leads, by ``niceness``.
 
     With Linux's scheduler autogroups (on by default on desktops and many servers) every
-    session is scheduled as one unit, and nice values count only inside it; a driver that
+    session is scheduled as one unit, and nice values count only inside it; a process that
     starts its own session would otherwise get as much CPU as the whole server. Raising the
-    niceness of one's own autogroup needs no privilege. Elsewhere this does nothing.
+    niceness of one's own autogroup needs no privilege; without autogroups that part does
+    nothing.
     """
+    if not niceness:
+        return
+    os.nice(niceness)
     with contextlib.suppress(OSError), open("/proc/self/autogroup", "w", encoding="ascii") as fh:
         fh.write(str(niceness))
 
@@ -122,9 +126,7 @@ def _lower_autogroup_priority(niceness: int) -> None:
 def _driver_main(launch: DriverLaunch) -> None:
     """Entry point of a driver process (runs in the forked child)."""
     os.setsid()
-    if launch.niceness:
-        os.nice(launch.niceness)
-        _lower_autogroup_priority(launch.niceness)
+    lower_priority(launch.niceness)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     files = RunFiles(launch.run_dir)

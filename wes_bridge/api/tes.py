@@ -7,10 +7,9 @@ status codes as the node's WES endpoints (400 bad request, 404 unknown task).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,7 +21,7 @@ from ..errors import BadRequest, InvalidTransition, NotFound
 from ..node import Node
 from ..registry import describe_validation_error
 from ..tes.models import TASK_STATES, TesCreateTaskResponse, TesTask, View
-from ..tes.runner import progress_log
+from ..tes.runner import local_path, progress_log, within
 from ..tes.scheduler import cancel_task, cannot_fit, task_needs
 from ..tes.store import ACTIVE_TASK_STATES, TaskRow
 from .wes import get_node
@@ -75,20 +74,11 @@ def get_service_info(node: NodeDep) -> dict[str, Any]:
 
 
 # -- create ---------------------------------------------------------------------------------
-def _local(url: str) -> str | None:
-    if url.startswith("/"):
-        return url
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        return None
-    if parts.netloc not in ("", "localhost"):
-        raise BadRequest(f"file URL {url!r} names a remote host; this TES reads local files")
-    return unquote(parts.path)
-
-
-def _within_roots(path: str, roots: list[Path]) -> bool:
-    real = Path(os.path.realpath(path))
-    return any(real == root or root in real.parents for root in roots)
+def _local(url: str) -> Path | None:
+    try:
+        return local_path(url)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def _check_locations(task: TesTask, settings: Settings) -> None:
@@ -104,7 +94,7 @@ def _check_locations(task: TesTask, settings: Settings) -> None:
                 f"(supported: {', '.join(SUPPORTED_INPUT_SCHEMES)}, or inline content)"
             )
         local = _local(item.url)
-        if local is not None and not _within_roots(local, input_roots):
+        if local is not None and not within(local, input_roots):
             raise BadRequest(
                 f"input {item.path}: {local} is outside the directories this TES may read "
                 "inputs from (tes.input_roots)"
@@ -115,7 +105,7 @@ def _check_locations(task: TesTask, settings: Settings) -> None:
             raise BadRequest(
                 f"output {out.path}: only file:// output URLs are supported here, not {out.url!r}"
             )
-        if not _within_roots(local, output_roots):
+        if not within(local, output_roots):
             raise BadRequest(
                 f"output {out.path}: {local} is outside the directories this TES may write "
                 "outputs to (tes.output_roots)"

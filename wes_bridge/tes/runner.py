@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from ..drivers import lower_priority
 from ..errors import WesError
 from ..staging import check_url_host
 from .backends import Backend, ExecutorCommand, PathMap, declared_paths, make_backend
@@ -276,10 +277,7 @@ def _lower_priority(niceness: int) -> None:
     own start is then not held back by the server it reports to. The session's scheduler
     autogroup gets it too (see ``wes_bridge.drivers``).
     """
-    if niceness:
-        os.nice(niceness)
-        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
-            fh.write(str(niceness))
+    lower_priority(niceness)
 
 
 def _run_task(run: _Run) -> str:
@@ -358,32 +356,43 @@ def progress_log(task_dir: Path, tail_bytes: int) -> dict[str, Any] | None:
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def _local_path(url: str, what: str) -> Path | None:
-    """The local path a file URL (or bare absolute path) names; None for other schemes."""
+def local_path(url: str) -> Path | None:
+    """The local path a file URL (or bare absolute path) names; None for other schemes.
+
+    Raises ValueError for a file URL that names another host.
+    """
     if url.startswith("/"):
         return Path(url)
     parts = urlsplit(url)
     if parts.scheme != "file":
         return None
     if parts.netloc not in ("", "localhost"):
-        raise TaskFailure("SYSTEM_ERROR", f"{what}: file URL {url!r} names a remote host")
+        raise ValueError(f"file URL {url!r} names a remote host; this TES uses local files only")
     return Path(unquote(parts.path))
 
 
-def _within(path: Path, roots: list[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
+def within(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path`` (symbolic links resolved) is one of ``roots`` or below one."""
+    real = Path(os.path.realpath(path))
+    return any(real == root or root in real.parents for root in roots)
+
+
+def _local_path(url: str, what: str) -> Path | None:
+    try:
+        return local_path(url)
+    except ValueError as exc:
+        raise TaskFailure("SYSTEM_ERROR", f"{what}: {exc}") from exc
 
 
 def _checked_local(url: str, roots: list[Path], what: str) -> Path:
     path = _local_path(url, what)
     assert path is not None
-    real = Path(os.path.realpath(path))
-    if not _within(real, roots):
+    if not within(path, roots):
         raise TaskFailure(
             "SYSTEM_ERROR",
             f"{what}: {path} is outside the directories this TES may use for that",
         )
-    return real
+    return Path(os.path.realpath(path))
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -436,7 +445,7 @@ def _copy_tree(source: Path, target: Path, roots: list[Path], what: str) -> None
             (target / rel / name).mkdir(exist_ok=True)
         for name in filenames:
             real = Path(os.path.realpath(Path(dirpath) / name))
-            if not _within(real, roots):
+            if not within(real, roots):
                 raise TaskFailure(
                     "SYSTEM_ERROR", f"{what}: {rel / name} links outside the allowed directories"
                 )
@@ -588,7 +597,7 @@ def _deliver_one(
     run: _Run, source: Path, container: str, destination: Path, roots: list[Path], what: str
 ) -> None:
     resolved = Path(os.path.realpath(destination))
-    if not _within(resolved, roots):
+    if not within(resolved, roots):
         raise TaskFailure(
             "SYSTEM_ERROR", f"{what}: {destination} is outside the directories outputs may go to"
         )
@@ -603,7 +612,7 @@ def _deliver_one(
 
 
 def _deliver_file(run: _Run, source: Path, container: str, destination: Path) -> None:
-    if source.is_symlink() and not _within(
+    if source.is_symlink() and not within(
         Path(os.path.realpath(source)), [run.paths.root, *run.launch.input_roots]
     ):
         raise TaskFailure(
