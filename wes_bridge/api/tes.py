@@ -22,7 +22,7 @@ from ..node import Node
 from ..registry import describe_validation_error
 from ..tes.models import TASK_STATES, TesCreateTaskResponse, TesTask, View
 from ..tes.runner import local_path, progress_log, within
-from ..tes.scheduler import cancel_task, cannot_fit, task_needs
+from ..tes.scheduler import cancel_task, cannot_fit, note_log, task_needs
 from ..tes.store import ACTIVE_TASK_STATES, TaskRow
 from .wes import get_node
 
@@ -156,18 +156,8 @@ async def create_task(request: Request, node: NodeDep) -> TesCreateTaskResponse:
     state = "QUEUED"
     if why is not None:
         state = "SYSTEM_ERROR"
-        from ..tes.runner import now_rfc3339
-
-        now = now_rfc3339()
-        logs = [
-            {
-                "logs": [],
-                "outputs": [],
-                "start_time": now,
-                "end_time": now,
-                "system_logs": [*system_logs, f"this task can never run here: {why}"],
-            }
-        ]
+        logs = [note_log(f"this task can never run here: {why}")]
+        logs[0]["system_logs"][:0] = system_logs
     elif system_logs:
         stored.setdefault("_notes", system_logs)
 

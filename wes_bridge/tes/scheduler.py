@@ -97,7 +97,7 @@ def cancel_task(tes: TesStore, task_id: str) -> str | None:
         if state is None or state in TERMINAL_TASK_STATES or state == "CANCELING":
             return state
         if state == "QUEUED":
-            if tes.transition(task_id, "CANCELED", {"QUEUED"}, logs=[_cancelled_log()]):
+            if tes.transition(task_id, "CANCELED", {"QUEUED"}, logs=[note_log()]):
                 return "CANCELED"
             continue
         if tes.transition(task_id, "CANCELING", {"INITIALIZING", "RUNNING"}):
@@ -105,7 +105,8 @@ def cancel_task(tes: TesStore, task_id: str) -> str | None:
     return tes.get_state(task_id)
 
 
-def _cancelled_log(note: str = "cancelled before it started") -> dict[str, Any]:
+def note_log(note: str = "cancelled before it started") -> dict[str, Any]:
+    """The log of a task that ends without running anything: times and a system note."""
     now = now_rfc3339()
     return {"logs": [], "outputs": [], "start_time": now, "end_time": now, "system_logs": [note]}
 
@@ -331,7 +332,7 @@ class TesScheduler:
                 row.id,
                 "SYSTEM_ERROR",
                 {"QUEUED"},
-                _cancelled_log(f"could not start the task runner: {type(exc).__name__}"),
+                note_log(f"could not start the task runner: {type(exc).__name__}"),
             )
             return False
         process = runner.process
@@ -358,7 +359,7 @@ class TesScheduler:
                 row.id,
                 "SYSTEM_ERROR",
                 ACTIVE_TASK_STATES,
-                _cancelled_log(f"could not start the task runner: {type(exc).__name__}"),
+                note_log(f"could not start the task runner: {type(exc).__name__}"),
             )
             return False
         self._attach(row, files, process)
@@ -414,7 +415,7 @@ class TesScheduler:
     def _collect(self, task_id: str, files: TaskFiles, state: str | None, recovering: bool) -> None:
         result = _read_result(files)
         if state == "CANCELING":
-            log_ = result["log"] if result else _cancelled_log("cancelled while running")
+            log_ = result["log"] if result else note_log("cancelled while running")
             if result:
                 log_.setdefault("system_logs", []).append("cancelled while running")
             self._end(task_id, "CANCELED", {"CANCELING"}, log_)
@@ -425,7 +426,7 @@ class TesScheduler:
                 if recovering
                 else "the task runner exited without leaving a result"
             )
-            self._end(task_id, "SYSTEM_ERROR", ACTIVE_TASK_STATES, _cancelled_log(why))
+            self._end(task_id, "SYSTEM_ERROR", ACTIVE_TASK_STATES, note_log(why))
             return
         self._end(task_id, str(result["state"]), ACTIVE_TASK_STATES, result["log"])
 
@@ -461,7 +462,7 @@ class TesScheduler:
                 continue
             # It never started (the crash came between its claim and its runner taking it).
             if row.state == "CANCELING":
-                self._end(row.id, "CANCELED", {"CANCELING"}, _cancelled_log())
+                self._end(row.id, "CANCELED", {"CANCELING"}, note_log())
             else:
                 self.tes.transition(
                     row.id,
