@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
+import uvicorn
+from fastapi import FastAPI
 
 from wes_bridge.app import create_app
 from wes_bridge.config import Settings, load_settings
@@ -20,10 +23,45 @@ WES = "/ga4gh/wes/v1"
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 
 
-class SpecCheckedClient(TestClient):
-    """A TestClient that checks every WES response against the official document."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SpecCheckedClient(httpx.Client):
+    """An app served for real (uvicorn in a thread, on its settings' port) and an HTTP client
+    for it that checks every WES and TES response against the official documents.
+
+    A real port, not an in-process transport: engine drivers submit their steps to the node's
+    TES over HTTP, as they do in production.
+    """
 
     checked = 0
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        port = app.state.node.settings.port
+        super().__init__(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise AssertionError("the test server did not start")
+            time.sleep(0.01)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        self._server.should_exit = True
+        self._thread.join(60)
 
     def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
         response = super().request(method, url, *args, **kwargs)
@@ -75,7 +113,9 @@ class SpecCheckedClient(TestClient):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "data", max_concurrent_runs=4, cancel_grace_seconds=2)
+    return load_settings(
+        data_dir=tmp_path / "data", max_concurrent_runs=4, cancel_grace_seconds=2, port=free_port()
+    )
 
 
 @pytest.fixture
@@ -88,7 +128,7 @@ def client(settings: Settings) -> Iterator[SpecCheckedClient]:
 @pytest.fixture
 def settings_one_slot_client(tmp_path: Path) -> Iterator[SpecCheckedClient]:
     settings = load_settings(
-        data_dir=tmp_path / "data", max_concurrent_runs=1, cancel_grace_seconds=2
+        data_dir=tmp_path / "data", max_concurrent_runs=1, cancel_grace_seconds=2, port=free_port()
     )
     with SpecCheckedClient(create_app(settings)) as test_client:
         yield test_client

@@ -12,7 +12,7 @@ import pytest
 from wes_bridge.app import create_app
 from wes_bridge.config import Settings, load_settings
 
-from .conftest import WES, WORKFLOWS, SpecCheckedClient
+from .conftest import WES, WORKFLOWS, SpecCheckedClient, free_port
 
 HELLO = (WORKFLOWS / "cwl/hello/hello.cwl").read_bytes()
 
@@ -158,7 +158,7 @@ def test_not_multipart(client: SpecCheckedClient) -> None:
 
 @pytest.fixture
 def small_client(tmp_path: Path) -> Iterator[tuple[SpecCheckedClient, Settings]]:
-    settings = load_settings(data_dir=tmp_path / "data", max_upload_bytes=50_000)
+    settings = load_settings(data_dir=tmp_path / "data", max_upload_bytes=50_000, port=free_port())
     with SpecCheckedClient(create_app(settings)) as client:
         yield client, settings
 
@@ -290,6 +290,7 @@ def test_workflow_url_fetch_under_policy(tmp_path: Path, http_server: str) -> No
         url_fetch_allow_private=True,
         url_fetch_allowed_hosts=["127.0.0.1"],
         url_fetch_max_bytes=4096,
+        port=free_port(),
     )
     with SpecCheckedClient(create_app(settings)) as client:
         base = {"workflow_type": "CWL", "workflow_type_version": "v1.2"}

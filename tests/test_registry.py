@@ -16,7 +16,7 @@ from wes_bridge.config import load_settings
 from wes_bridge.errors import BadRequest
 from wes_bridge.registry import EngineRegistry
 
-from .conftest import WES, SpecCheckedClient
+from .conftest import WES, SpecCheckedClient, free_port
 
 PLUGIN_MODULE = textwrap.dedent(
     """
@@ -92,7 +92,9 @@ def test_broken_plugins_are_reported_by_name_and_skipped(plugin_path: Path) -> N
 
 
 def test_node_starts_without_broken_plugins(plugin_path: Path, tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data", disabled_engines=["toy", "needs-settings"])
+    settings = load_settings(
+        data_dir=tmp_path / "data", disabled_engines=["toy", "needs-settings"], port=free_port()
+    )
     with SpecCheckedClient(create_app(settings)) as client:
         info = client.get(f"{WES}/service-info").json()
         assert set(info["workflow_type_versions"]) == {"CWL"}

@@ -29,7 +29,7 @@ import tes  # type: ignore[import-untyped]
 from wes_bridge.app import create_app
 from wes_bridge.config import load_settings
 
-from .conftest import SpecCheckedClient
+from .conftest import SpecCheckedClient, free_port
 from .live_tes import (
     TesServer,
     find_task_dir,
@@ -537,7 +537,9 @@ def test_a_node_pointed_at_an_external_tes_lists_and_cancels_a_runs_tasks_there(
     # The external TES is a separate `wes-bridge tes serve`; the node has no TES of its own.
     external = make_server({})
     external.start()
-    settings = load_settings(data_dir=tmp_path / "node", tes={"url": external.url})
+    settings = load_settings(
+        data_dir=tmp_path / "node", tes={"url": external.url}, port=free_port()
+    )
     with SpecCheckedClient(create_app(settings)) as node:
         assert node.get("/ga4gh/tes/v1/service-info").status_code == 404
         run = node.submit("cwl/sleep/sleep.cwl", {"seconds": 60}).json()["run_id"]

@@ -72,6 +72,17 @@ class TesSettings(BaseModel):
     username: str | None = Field(None, description="Basic-auth user for the external TES.")
     password: SecretStr | None = None
 
+    shared_filesystem: bool | None = Field(
+        None,
+        description="Whether the TES's executors see this node's data dir at the same path "
+        "(file:// inputs and outputs into run directories). Default: yes for the embedded "
+        "TES, no for an external one (say yes for Funnel on this host or a shared file system).",
+    )
+    uses_containers: bool = Field(
+        True,
+        description="Whether the external TES runs executors in their images (the embedded "
+        "TES knows from its backend).",
+    )
     backend: Literal["host", "docker", "podman", "apptainer", "singularity"] = Field(
         "host",
         description="How the embedded TES runs executors: on the host (images recorded, not "

@@ -30,7 +30,14 @@ from typing import Any
 
 import psutil
 
-from .plugin import DriverContext, DriverOutcome, EngineAdapter, RunSpec, TaskReporter
+from .plugin import (
+    DriverContext,
+    DriverOutcome,
+    EngineAdapter,
+    RunSpec,
+    TaskReporter,
+    TesEndpoint,
+)
 
 __all__ = ["DriverLauncher", "DriverProcess", "RunFiles", "read_outcome"]
 
@@ -75,6 +82,7 @@ class DriverLaunch:
     run: RunSpec
     run_dir: Path
     niceness: int = 0
+    tes: TesEndpoint | None = None
 
 
 def read_outcome(files: RunFiles) -> DriverOutcome | None:
@@ -149,6 +157,7 @@ def _driver_main(launch: DriverLaunch) -> None:
             outputs_dir=files.outputs_dir,
             work_dir=files.work_dir,
             tasks=TaskReporter(files.events),
+            tes=launch.tes,
         )
         outcome = adapter.drive(ctx)
     except BaseException as exc:  # the run must end with a result, whatever happened
@@ -259,8 +268,9 @@ class DriverLauncher:
         run: RunSpec,
         run_dir: Path,
         niceness: int = 0,
+        tes: TesEndpoint | None = None,
     ) -> DriverProcess:
-        launch = DriverLaunch(adapter_target, adapter_settings, run, run_dir, niceness)
+        launch = DriverLaunch(adapter_target, adapter_settings, run, run_dir, niceness, tes)
         return self.spawn(_driver_main, launch)
 
     def spawn(self, target: Callable[[Any], None], argument: Any) -> DriverProcess:

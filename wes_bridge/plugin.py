@@ -51,9 +51,12 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from .tes.client import AsyncTesClient, TesClient
 
 __all__ = [
     "API_VERSION",
@@ -66,6 +69,7 @@ __all__ = [
     "InvalidRunRequest",
     "RunSpec",
     "TaskReporter",
+    "TesEndpoint",
 ]
 
 API_VERSION = 1
@@ -198,6 +202,100 @@ class TaskReporter:
         )
 
 
+RUN_TAG = "wes_run_id"
+STEP_TAG = "wes_step"
+
+
+@dataclass(frozen=True)
+class TesEndpoint:
+    """The node's TES, as a driver submits the run's steps to it.
+
+    Every task a driver submits must carry :meth:`task_tags`: the core finds a run's tasks by
+    them (``GET /runs/{id}/tasks``) and cancels them with the run.
+    """
+
+    url: str
+    """The TES API (``.../ga4gh/tes/v1``): the node's embedded TES or the external one."""
+    run_id: str
+    shared_filesystem: bool
+    """True when the TES executes on a file system that holds the run directory at the same
+    path (the embedded TES; an external one the operator declared so): ``file://`` URLs into
+    the run directory work as task inputs and outputs, and tools may read files in place."""
+    uses_containers: bool
+    """Whether executors run in their image (False: on the host, the image recorded only)."""
+    description: str = ""
+    """How the TES executes tasks, for the run's log."""
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def task_tags(self, step: str, **extra: str) -> dict[str, str]:
+        """The tags a task of this run carries: the run id, the step's name, and ``extra``."""
+        return {RUN_TAG: self.run_id, STEP_TAG: step, **extra}
+
+    def client(self, **options: Any) -> TesClient:
+        """A blocking client for this TES (see :class:`wes_bridge.tes.client.TesClient`)."""
+        from .tes.client import TesClient
+
+        return TesClient(
+            self.url,
+            token=self.token,
+            username=self.username,
+            password=self.password,
+            **options,
+        )
+
+    def async_client(self, **options: Any) -> AsyncTesClient:
+        """An asyncio client for this TES (:class:`wes_bridge.tes.client.AsyncTesClient`)."""
+        from .tes.client import AsyncTesClient
+
+        return AsyncTesClient(
+            self.url,
+            token=self.token,
+            username=self.username,
+            password=self.password,
+            **options,
+        )
+
+    def credential_env(self, prefix: str = "WES_BRIDGE_TES_") -> dict[str, str]:
+        """Environment variables that carry this endpoint to a process the engine starts
+        (read back with :meth:`from_env`). The credentials are included: pass them only to
+        processes of the run."""
+        env = {
+            f"{prefix}URL": self.url,
+            f"{prefix}RUN_ID": self.run_id,
+            f"{prefix}SHARED_FILESYSTEM": "1" if self.shared_filesystem else "0",
+            f"{prefix}USES_CONTAINERS": "1" if self.uses_containers else "0",
+        }
+        for key, value in (
+            ("TOKEN", self.token),
+            ("USERNAME", self.username),
+            ("PASSWORD", self.password),
+        ):
+            if value:
+                env[prefix + key] = value
+        return env
+
+    @classmethod
+    def from_env(
+        cls, environ: dict[str, str] | None = None, prefix: str = "WES_BRIDGE_TES_"
+    ) -> TesEndpoint | None:
+        """The endpoint :meth:`credential_env` put in the environment, or None."""
+        env = os.environ if environ is None else environ
+        url = env.get(prefix + "URL")
+        if not url:
+            return None
+        return cls(
+            url=url,
+            run_id=env.get(prefix + "RUN_ID", ""),
+            shared_filesystem=env.get(prefix + "SHARED_FILESYSTEM") == "1",
+            uses_containers=env.get(prefix + "USES_CONTAINERS") == "1",
+            token=env.get(prefix + "TOKEN") or None,
+            username=env.get(prefix + "USERNAME") or None,
+            password=env.get(prefix + "PASSWORD") or None,
+        )
+
+
 @dataclass(frozen=True)
 class DriverContext:
     """Everything :meth:`EngineAdapter.drive` may use. New fields may be added; none removed."""
@@ -209,6 +307,9 @@ class DriverContext:
     work_dir: Path
     """Scratch space for the engine (intermediate files, TMPDIR); kept for debugging."""
     tasks: TaskReporter
+    tes: TesEndpoint | None = None
+    """The node's TES, where the run's steps are to be submitted (None only where a node
+    runs without one, e.g. tests of the core)."""
 
 
 @dataclass

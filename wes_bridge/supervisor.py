@@ -37,7 +37,7 @@ from .errors import InvalidTransition, NotFound
 from .plugin import DriverOutcome, RunSpec
 from .registry import EngineRegistry
 from .store import ACTIVE_STATES, TERMINAL_STATES, RunRecord, RunStore
-from .tes.link import TesLink
+from .tes.link import TesLink, tes_endpoint
 
 __all__ = ["Supervisor"]
 
@@ -280,6 +280,7 @@ class Supervisor:
                 spec,
                 files.run_dir,
                 self.settings.driver_niceness,
+                tes_endpoint(self.settings, record.id),
             )
         except Exception as exc:
             if self._requeue_after_launch_failure(record.id, exc):

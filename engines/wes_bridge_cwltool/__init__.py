@@ -3,11 +3,11 @@
 Registered through the ``wes_bridge.engines`` entry point ``cwltool``, like any third-party
 adapter, and written only against :mod:`wes_bridge.plugin`.
 
-Each CommandLineTool job is one *task* of the run (reported to the core with its command line,
-stdout/stderr files and exit code). Jobs run through a single seam,
-:class:`~wes_bridge_cwltool.jobs.ReportingCommandLineTool`, which picks the job runner; today
-that runner executes on the host (or in the configured container runtime), and the TES runner
-plugs in at the same place.
+The driver runs cwltool with one change made through cwltool's extension points
+(:mod:`wes_bridge_cwltool.jobs`): every CommandLineTool job is a GA4GH TES task on the node's
+TES (:mod:`wes_bridge_cwltool.tes_job`), tagged with the run, so the node lists it among the
+run's tasks and cancels it with the run. ExpressionTools and the workflow logic stay in the
+driver; ``parallel`` submits every job that is ready at once and leaves the queueing to the TES.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ __all__ = ["CwltoolAdapter", "CwltoolParameters", "CwltoolSettings"]
 class CwltoolSettings(EngineSettings):
     """Operator settings (``engines: {cwltool: {...}}`` in the config file)."""
 
-    container_runtime: Literal["none", "docker", "podman", "singularity"] = "none"
-    """``none``: tools run on the host and DockerRequirement images are not used."""
+    default_container: str = "docker.io/library/debian:bookworm-slim"
+    """The image of a tool without a DockerRequirement (where the TES runs containers)."""
 
 
 # Command-line flags that Toil's WES client (and others) forward from their own command line
@@ -99,14 +99,6 @@ def _keep_loaded_schemas() -> None:
     """cwltool's schema hook; the standard schemas are already loaded (see ``warm``)."""
 
 
-_RUNTIME_FLAGS = {
-    "none": ["--no-container"],
-    "docker": [],
-    "podman": ["--podman"],
-    "singularity": ["--singularity"],
-}
-
-
 class CwltoolAdapter(EngineAdapter):
     engine = "cwltool"
     workflow_type = "CWL"
@@ -121,26 +113,12 @@ class CwltoolAdapter(EngineAdapter):
         return version("cwltool")
 
     def availability(self) -> Availability:
-        runtime = self.settings.container_runtime
-        binary = {
-            "none": None,
-            "docker": "docker",
-            "podman": "podman",
-            "singularity": "singularity",
-        }[runtime]
-        if binary and shutil.which(binary) is None:
-            return Availability(
-                False, f"container runtime {binary!r} is configured but not on PATH"
-            )
+        if shutil.which("node") is None and shutil.which("nodejs") is None:
+            return Availability(True, "Node.js is not on PATH: CWL JavaScript expressions fail")
         return Availability(True)
 
     def execution_description(self) -> str:
-        if self.settings.container_runtime == "none":
-            return (
-                "host: no container runtime configured; DockerRequirement images are not "
-                "used and tools run directly on the host"
-            )
-        return f"container runtime {self.settings.container_runtime}"
+        return "every CommandLineTool job is a task on the node's TES"
 
     def validate(self, run: RunSpec) -> list[str]:
         try:
@@ -155,8 +133,17 @@ class CwltoolAdapter(EngineAdapter):
         from cwltool.main import main as cwltool_main
 
         from .jobs import make_tool_factory
+        from .tes_job import TesParallelExecutor, TesRun
 
         run = ctx.run
+        if ctx.tes is None or not ctx.tes.shared_filesystem:
+            return DriverOutcome(
+                "SYSTEM_ERROR",
+                system_logs=[
+                    "cwltool runs its steps on a TES that shares this node's file system "
+                    "(the embedded TES, or tes.shared_filesystem: true for an external one)"
+                ],
+            )
         params: CwltoolParameters = run.engine_parameters  # type: ignore[assignment]
         job_file = ctx.run_dir / "inputs.json"
         job_file.write_text(json.dumps(absolutise_inputs(run.params, run.workflow_dir)))
@@ -164,7 +151,10 @@ class CwltoolAdapter(EngineAdapter):
         if run.workflow_fragment:
             workflow += "#" + run.workflow_fragment
         argv = [
-            *_RUNTIME_FLAGS[self.settings.container_runtime],
+            # cwltool's container layout for every tool (the TES job runner replaces the
+            # container runtime; this image is only the one of tools without their own).
+            "--default-container",
+            self.settings.default_container,
             "--outdir",
             str(ctx.outputs_dir),
             "--tmpdir-prefix",
@@ -176,8 +166,6 @@ class CwltoolAdapter(EngineAdapter):
             params.on_error,
             "--compute-checksum" if params.compute_checksum else "--no-compute-checksum",
         ]
-        if params.parallel:
-            argv.append("--parallel")
         if params.relax_path_checks:
             argv.append("--relax-path-checks")
         if params.enable_dev:
@@ -186,22 +174,32 @@ class CwltoolAdapter(EngineAdapter):
             argv.append("--debug")
         argv += [workflow, str(job_file)]
         log = logging.getLogger("wes_bridge.cwltool")
-        print(f"wes-bridge: {self.execution_description()}", file=sys.stderr, flush=True)
+        print(
+            f"wes-bridge: each CommandLineTool job is a task on {ctx.tes.description} "
+            f"({ctx.tes.url})",
+            file=sys.stderr,
+            flush=True,
+        )
 
         args = arg_parser().parse_args(argv)
         loading = LoadingContext(vars(args))
-        loading.podman = self.settings.container_runtime == "podman"
-        loading.singularity = self.settings.container_runtime == "singularity"
-        loading.construct_tool_object = make_tool_factory(ctx.tasks)
+        tes = TesRun(ctx.tes, self.settings.default_container)
+        loading.construct_tool_object = make_tool_factory(tes)
         captured = io.StringIO()
         # A schema callback keeps cwltool from dropping the schemas the warm process parsed
         # (parsing them again costs most of a second per run).
-        rc = cwltool_main(
-            args=args,
-            loadingContext=loading,
-            stdout=captured,
-            custom_schema_callback=_keep_loaded_schemas,
-        )
+        try:
+            rc = cwltool_main(
+                args=args,
+                loadingContext=loading,
+                stdout=captured,
+                custom_schema_callback=_keep_loaded_schemas,
+                executor=TesParallelExecutor() if params.parallel else None,
+            )
+        finally:
+            tes.client.close()
+        if params.parallel:
+            argv.insert(0, "--parallel")
         cmd = ["cwltool", *argv]
         outputs: dict[str, Any] = {}
         text = captured.getvalue().strip()
@@ -216,10 +214,24 @@ class CwltoolAdapter(EngineAdapter):
         reason = {33: "the workflow uses a requirement this node does not support"}.get(
             rc, "the workflow failed; see the run's stderr and its tasks"
         )
+        system_logs = [f"cwltool exited with code {rc}: {reason}"]
+        exit_code = rc
+        for failure in tes.failures:
+            what = (
+                f"exited with code {failure.exit_code}"
+                if failure.exit_code is not None
+                else f"ended {failure.state}"
+            )
+            system_logs.append(
+                f"step {failure.step} (TES task {failure.task_id or '-'}) {what}"
+                + (f"; stderr tail:\n{failure.stderr_tail}" if failure.stderr_tail else "")
+            )
+        if tes.failures and tes.failures[0].exit_code is not None:
+            exit_code = tes.failures[0].exit_code  # the failing step's, as the run's
         return DriverOutcome(
             "EXECUTOR_ERROR",
             outputs=outputs,
-            exit_code=rc,
+            exit_code=exit_code,
             cmd=cmd,
-            system_logs=[f"cwltool exited with code {rc}: {reason}"],
+            system_logs=system_logs,
         )

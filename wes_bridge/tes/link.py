@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Settings
+from ..plugin import RUN_TAG, STEP_TAG, TesEndpoint
+from .backends import make_backend
 from .client import TesClient, TesError
 from .models import TERMINAL_TASK_STATES
 from .runner import progress_log
@@ -30,10 +32,9 @@ __all__ = [
     "link_for",
     "task_change",
     "tes_client",
+    "tes_endpoint",
 ]
 
-RUN_TAG = "wes_run_id"
-STEP_TAG = "wes_step"
 _MAX_TASKS_PER_RUN = 100_000
 
 
@@ -160,6 +161,31 @@ def tes_client(settings: Settings) -> TesClient:
         token=tes.token,
         username=tes.username,
         password=tes.password,
+    )
+
+
+def tes_endpoint(settings: Settings, run_id: str) -> TesEndpoint:
+    """The node's TES as the driver of ``run_id`` sees it."""
+    tes = settings.tes
+    if tes.url is None:
+        backend = make_backend(tes.backend, tes.container_binary)
+        shared = True if tes.shared_filesystem is None else tes.shared_filesystem
+        return TesEndpoint(
+            url=embedded_tes_url(settings),
+            run_id=run_id,
+            shared_filesystem=shared,
+            uses_containers=backend.uses_images,
+            description=f"the node's embedded TES; {backend.describe()}",
+        )
+    return TesEndpoint(
+        url=tes.url,
+        run_id=run_id,
+        shared_filesystem=bool(tes.shared_filesystem),
+        uses_containers=tes.uses_containers,
+        description=f"the external TES at {tes.url}",
+        token=tes.token.get_secret_value() if tes.token else None,
+        username=tes.username,
+        password=tes.password.get_secret_value() if tes.password else None,
     )
 
 
