@@ -48,7 +48,7 @@ def _error(response, status: int, *fragments: str) -> None:  # type: ignore[no-u
             ["no_such_flag", "Extra inputs are not permitted"],
         ),
         ({"workflow_engine_parameters": '{"parallel": "maybe"}'}, 400, ["parallel"]),
-        ({"workflow_engine": "toil"}, 400, ["'toil' cannot run CWL", "cwltool"]),
+        ({"workflow_engine": "cromwell"}, 400, ["'cromwell' cannot run CWL", "cwltool", "toil"]),
         (
             {"workflow_engine": "cwltool", "workflow_engine_version": "0.1"},
             400,

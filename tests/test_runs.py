@@ -39,7 +39,7 @@ def test_hello_world_completes_with_outputs_logs_and_task(client: SpecCheckedCli
     # Logs and outputs are reachable through the URLs the run log gives.
     stderr = client.get(log["run_log"]["stderr"])
     assert stderr.status_code == 200
-    assert "no container runtime configured" in stderr.text
+    assert "each CommandLineTool job is a task on the node's embedded TES" in stderr.text
     assert "Final process status is success" in stderr.text
     download = client.get(f"{WES}/runs/{run_id}/outputs/hello.txt")
     assert download.content == b"Hello from a test\n"
@@ -82,12 +82,20 @@ def test_failing_step_gives_executor_error_with_exit_code(client: SpecCheckedCli
     run_id = client.submit("cwl/fail/fail.cwl").json()["run_id"]
     assert client.wait(run_id) == "EXECUTOR_ERROR"
     log = client.get(f"{WES}/runs/{run_id}").json()
-    assert log["run_log"]["exit_code"] == 1
-    assert any("cwltool exited with code 1" in s for s in log["run_log"]["system_logs"])
+    # The run's exit code is the failing step's; the run log names the step, its TES task
+    # and the tail of its stderr.
+    assert log["run_log"]["exit_code"] == 3
+    system_logs = log["run_log"]["system_logs"]
+    assert any("cwltool exited with code 1" in s for s in system_logs)
     [task] = client.get(f"{WES}/runs/{run_id}/tasks").json()["task_logs"]
     assert task["exit_code"] == 3
+    assert task["tes_uri"].endswith(f"/ga4gh/tes/v1/tasks/{task['id']}")
     assert "state: EXECUTOR_ERROR" in task["system_logs"]
+    [step] = [s for s in system_logs if s.startswith("step ")]
+    assert f"(TES task {task['id']}) exited with code 3" in step
+    assert "about to fail" in step
     assert "about to fail" in client.get(log["run_log"]["stderr"]).text
+    assert "about to fail" in client.get(task["stderr"]).text
 
 
 def test_cancel_running_run_kills_the_step(client: SpecCheckedClient) -> None:
@@ -172,7 +180,11 @@ def test_service_info_reports_engines_and_counts(client: SpecCheckedClient) -> N
     assert info["system_state_counts"]["QUEUED"] == 0
     names = {p["name"]: p for p in info["default_workflow_engine_parameters"]}
     assert names["parallel"] == {"name": "parallel", "type": "bool", "default_value": "false"}
-    assert "no container runtime" in info["tags"]["engine.cwltool.execution"]
+    assert "task on the node's TES" in info["tags"]["engine.cwltool.execution"]
+    # Where the steps run is said, not hidden: no container runtime on this TES.
+    assert info["tags"]["tes.url"].endswith("/ga4gh/tes/v1")
+    assert "without a container" in info["tags"]["tes.execution"]
+    assert info["tags"]["tes.shared_filesystem"] == "yes"
     assert info["supported_wes_versions"] == ["1.1.0"]
 
 

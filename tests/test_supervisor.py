@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from wes_bridge.app import create_app
 from wes_bridge.config import Settings, load_settings
 from wes_bridge.drivers import DriverLauncher, DriverProcess
 from wes_bridge.registry import EngineRegistry
@@ -17,7 +18,7 @@ from wes_bridge.staging import Attachment, RunStager
 from wes_bridge.store import TERMINAL_STATES, RunStore
 from wes_bridge.supervisor import Supervisor
 
-from .conftest import WORKFLOWS
+from .conftest import WORKFLOWS, SpecCheckedClient, free_port
 
 
 class FlakyLauncher:
@@ -39,13 +40,15 @@ class FlakyLauncher:
 
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[tuple[Settings, RunStore, EngineRegistry, DriverLauncher]]:
-    settings = load_settings(data_dir=tmp_path / "data", max_concurrent_runs=2)
+    settings = load_settings(data_dir=tmp_path / "data", max_concurrent_runs=2, port=free_port())
     settings.data_dir.mkdir(parents=True)
     store = RunStore(settings.effective_database_url)
     registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
     warm = sorted({m for e in registry.engines.values() for m in e.adapter.warm_modules})
     launcher = DriverLauncher(warm)
-    yield settings, store, registry, launcher
+    # The runs' steps go to the node's TES: a TES-only server on the same data dir and port.
+    with SpecCheckedClient(create_app(settings, wes=False)):
+        yield settings, store, registry, launcher
     store.close()
 
 

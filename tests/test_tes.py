@@ -15,7 +15,7 @@ import pytest
 from wes_bridge.app import create_app
 from wes_bridge.config import load_settings
 
-from .conftest import SpecCheckedClient
+from .conftest import SpecCheckedClient, free_port
 
 TES = "/ga4gh/tes/v1"
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
@@ -55,6 +55,7 @@ def dirs(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def tes(tmp_path: Path, dirs: dict[str, Path]) -> Iterator[TesClient]:
     settings = load_settings(
+        port=free_port(),
         data_dir=tmp_path / "data",
         url_fetch_allow_private=True,
         tes={
@@ -393,6 +394,7 @@ def shared_tes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TesClient]:
     """One node for the bad-input cases, which must leave it as they found it."""
     base = tmp_path_factory.mktemp("bad-input")
     settings = load_settings(
+        port=free_port(),
         data_dir=base / "data",
         tes={"input_roots": [str(base / "in")], "output_roots": [str(base / "out")]},
     )
@@ -504,7 +506,9 @@ def test_a_running_task_shows_its_log_so_far(tes: TesClient) -> None:
 
 
 def test_scheduler_honours_ram(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data", tes={"cpu_cores": 2, "ram_gb": 1.0})
+    settings = load_settings(
+        data_dir=tmp_path / "data", tes={"cpu_cores": 2, "ram_gb": 1.0}, port=free_port()
+    )
     with TesClient(create_app(settings)) as tes:
         timed = {
             "resources": {"ram_gb": 0.6},

@@ -13,6 +13,7 @@ from wes_bridge.config import load_settings
 from wes_bridge.tes.backends import DockerBackend, PathMap, declared_paths, make_backend
 from wes_bridge.tes.models import TesTask
 
+from .conftest import free_port
 from .test_tes import TES, TesClient
 
 
@@ -113,6 +114,7 @@ def test_apptainer_command(tmp_path: Path) -> None:
 def test_unusable_container_runtime_is_said_and_tasks_fail_fast(tmp_path: Path) -> None:
     # A runtime command that cannot work here: the node says so and refuses to pretend.
     settings = load_settings(
+        port=free_port(),
         data_dir=tmp_path / "data",
         tes={"backend": "docker", "container_binary": "no-such-container-runtime"},
     )
@@ -139,7 +141,9 @@ def test_a_real_container_runs_the_task(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     settings = load_settings(
-        data_dir=tmp_path / "data", tes={"backend": runtime, "output_roots": [str(out)]}
+        port=free_port(),
+        data_dir=tmp_path / "data",
+        tes={"backend": runtime, "output_roots": [str(out)]},
     )
     with TesClient(create_app(settings)) as tes:
         task_id = tes.create(

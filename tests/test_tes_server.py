@@ -535,10 +535,20 @@ def test_a_node_pointed_at_an_external_tes_lists_and_cancels_a_runs_tasks_there(
     make_server: MakeServer, tmp_path: Path
 ) -> None:
     # The external TES is a separate `wes-bridge tes serve`; the node has no TES of its own.
-    external = make_server({})
+    # It shares the node's file system (as Funnel on the same host would) and may read and
+    # write the node's run directories.
+    node_dir = tmp_path / "node"
+    external = make_server(
+        {
+            "WES_BRIDGE_TES__INPUT_ROOTS": json.dumps([str(node_dir)]),
+            "WES_BRIDGE_TES__OUTPUT_ROOTS": json.dumps([str(node_dir)]),
+        }
+    )
     external.start()
     settings = load_settings(
-        data_dir=tmp_path / "node", tes={"url": external.url}, port=free_port()
+        data_dir=node_dir,
+        tes={"url": external.url, "shared_filesystem": True, "uses_containers": False},
+        port=free_port(),
     )
     with SpecCheckedClient(create_app(settings)) as node:
         assert node.get("/ga4gh/tes/v1/service-info").status_code == 404
@@ -553,13 +563,18 @@ def test_a_node_pointed_at_an_external_tes_lists_and_cancels_a_runs_tasks_there(
         external.wait(task_id, states={"RUNNING"})
         deadline = time.monotonic() + 15
         listed: dict[str, Any] = {}
-        while time.monotonic() < deadline and task_id not in listed:
+        while time.monotonic() < deadline and len(listed) < 2:
             body = node.get(f"/ga4gh/wes/v1/runs/{run}/tasks").json()
             listed = {t["id"]: t for t in body["task_logs"]}
             time.sleep(0.1)
         assert listed[task_id]["name"] == "align"
         assert listed[task_id]["tes_uri"] == f"{external.base}/tasks/{task_id}"
         assert listed[task_id]["start_time"]
+        # The run's own step (cwltool's job) is a task on the external TES too.
+        [own] = [t for t in listed.values() if t["name"] == "sleep.cwl"]
+        assert own["tes_uri"] == f"{external.base}/tasks/{own['id']}"
+        assert own["cmd"][-1].startswith("sleep 60")
         assert node.post(f"/ga4gh/wes/v1/runs/{run}/cancel").status_code == 200
         assert node.wait(run, timeout=30) == "CANCELED"
         assert external.wait(task_id)["state"] == "CANCELED"
+        assert external.wait(own["id"])["state"] == "CANCELED"

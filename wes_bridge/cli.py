@@ -149,7 +149,9 @@ def engines(config: Path | None) -> None:
     """List the engine adapters, their versions, and whether each can run here."""
     settings = _settings(config)
     logging.basicConfig(level="CRITICAL")
-    registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
+    registry = EngineRegistry.from_entry_points(
+        settings.engines, settings.disabled_engines, settings.default_engines
+    )
     rows = [("ENGINE", "TYPE", "VERSIONS", "ENGINE VERSION", "DISTRIBUTION", "USABLE")]
     for name, engine in sorted(registry.engines.items()):
         adapter = engine.adapter

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         default_factory=dict, description="Per-engine operator settings, keyed by engine id."
     )
     disabled_engines: list[str] = Field(default_factory=list, description="Engine ids not to load.")
+    default_engines: dict[str, str] = Field(
+        default_factory=dict,
+        description="Engine that runs a workflow type when the request names none, keyed by "
+        "workflow type (e.g. {CWL: toil}); otherwise the first usable engine by name.",
+    )
     log_level: str = "info"
     tes: TesSettings = Field(default_factory=TesSettings)  # type: ignore[arg-type]
 

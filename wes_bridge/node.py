@@ -81,7 +81,9 @@ def build_node(
         shutil.rmtree(leftover, ignore_errors=True)
     store = RunStore(settings.effective_database_url)
     if registry is None:
-        registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
+        registry = EngineRegistry.from_entry_points(
+            settings.engines, settings.disabled_engines, settings.default_engines
+        )
     embedded_tes = settings.tes.url is None
     node = Node(
         settings=settings,

@@ -52,15 +52,30 @@ def _normalise_version(version: str) -> str:
 class EngineRegistry:
     """The adapters of one node, built once at start-up."""
 
-    def __init__(self, engines: Iterable[LoadedEngine], failures: Iterable[FailedEngine] = ()):
+    def __init__(
+        self,
+        engines: Iterable[LoadedEngine],
+        failures: Iterable[FailedEngine] = (),
+        default_engines: Mapping[str, str] | None = None,
+    ):
         self.engines: dict[str, LoadedEngine] = {e.name: e for e in engines}
         self.failures: list[FailedEngine] = list(failures)
+        self.default_engines = {k.lower(): v for k, v in (default_engines or {}).items()}
+        for workflow_type, name in self.default_engines.items():
+            engine = self.engines.get(name)
+            if engine is None or engine.adapter.workflow_type.lower() != workflow_type:
+                log.warning(
+                    "default engine %r for workflow type %s is not a loaded engine of that type",
+                    name,
+                    workflow_type,
+                )
 
     @classmethod
     def from_entry_points(
         cls,
         engine_settings: Mapping[str, Mapping[str, Any]] | None = None,
         disabled: Iterable[str] = (),
+        default_engines: Mapping[str, str] | None = None,
     ) -> EngineRegistry:
         engine_settings = engine_settings or {}
         disabled_set = set(disabled)
@@ -81,7 +96,7 @@ class EngineRegistry:
         unknown = set(engine_settings) - {e.name for e in loaded} - {f.name for f in failed}
         for name in sorted(unknown - disabled_set):
             log.warning("settings given for engine %r, but no such engine is installed", name)
-        return cls(loaded, failed)
+        return cls(loaded, failed, default_engines)
 
     # -- what the node offers ---------------------------------------------------------------
     def workflow_type_versions(self) -> dict[str, list[str]]:
@@ -144,8 +159,12 @@ class EngineRegistry:
                     f"workflow_engine_version {workflow_engine_version!r} of {engine.name} is "
                     f"not available here; available: {have}"
                 )
-        # Deterministic choice: usable engines first, then by name.
-        candidates.sort(key=lambda e: (not e.adapter.availability().usable, e.name))
+        # Deterministic choice: the operator's default for the type, then usable engines
+        # first, then by name.
+        preferred = self.default_engines.get(type_key.lower())
+        candidates.sort(
+            key=lambda e: (e.name != preferred, not e.adapter.availability().usable, e.name)
+        )
         return candidates[0]
 
 

@@ -383,7 +383,7 @@ class RunStore:
         """Move a run to ``to_state`` if it is in one of ``from_states``; True if it moved.
 
         In the same transaction, ``task_changes`` are applied (as by :meth:`upsert_tasks`)
-        and, if the run moved, its tasks still RUNNING are closed with ``close_open_tasks``
+        and, if the run moved, its tasks that have not ended are closed with ``close_open_tasks``
         (state, note): a run's end is one write, not three.
         """
         now = utcnow()
@@ -462,7 +462,7 @@ class RunStore:
             _apply_task_changes(s, run_id, changes)
 
     def close_open_tasks(self, run_id: str, state: str, note: str) -> None:
-        """Mark every task of a run still RUNNING as ended in ``state``."""
+        """Mark every task of a run that has not ended as ended in ``state``."""
         with self._write() as s:
             _close_open_tasks(s, run_id, state, note)
 
@@ -525,7 +525,7 @@ def _apply_task_changes(
 def _close_open_tasks(s: Session, run_id: str, state: str, note: str) -> None:
     s.execute(
         update(_Task)
-        .where(_Task.run_id == run_id, _Task.state == "RUNNING")
+        .where(_Task.run_id == run_id, _Task.state.not_in(TERMINAL_STATES))
         .values(state=state, end_time=utcnow(), system_logs=[note])
         .execution_options(synchronize_session=False)
     )

@@ -354,6 +354,17 @@ class Supervisor:
             log.exception("run %s: could not read its TES tasks", run_id)
             return []
 
+    def _settled_tes_tasks(self, run_id: str) -> TaskChanges:
+        """The tasks of a cancelled run once the TES has ended them (CANCELING is not an end),
+        waiting at most the TES's grace period and a little more."""
+        deadline = time.monotonic() + min(self.settings.tes.cancel_grace_seconds + 2.0, 15.0)
+        while True:
+            changes = self._tes_task_changes(run_id)
+            settled = all(fields.get("state") in TERMINAL_STATES for _, fields in changes)
+            if settled or time.monotonic() >= deadline:
+                return changes
+            time.sleep(0.05)
+
     def _cancel_tes_tasks(self, run_id: str) -> None:
         if self.tes_link is None:
             return
@@ -369,7 +380,9 @@ class Supervisor:
         changes, run.events_offset = read_task_events(run.files, run.events_offset)
         if run.kill_at is not None:
             self._cancel_tes_tasks(run.run_id)  # tasks submitted while the driver was stopping
-        changes += self._tes_task_changes(run.run_id)
+            changes += self._settled_tes_tasks(run.run_id)
+        else:
+            changes += self._tes_task_changes(run.run_id)
         with self._lock:
             self._active.pop(run.run_id, None)
         finish_run(
@@ -403,6 +416,10 @@ class Supervisor:
                 )
                 continue
             changes, _ = read_task_events(files, 0)
+            if record.driver_pid and not files.result.exists():
+                # The driver died without a result: nobody waits for its steps any more.
+                self._cancel_tes_tasks(record.id)
+            changes += self._tes_task_changes(record.id)
             finish_run(
                 self.store,
                 record.id,

@@ -46,7 +46,9 @@ def _supervisor_main(
     # The server process has already reported plugins that failed to load.
     logging.getLogger("wes_bridge.registry").setLevel(logging.CRITICAL)
     store = RunStore(settings.effective_database_url)
-    registry = EngineRegistry.from_entry_points(settings.engines, settings.disabled_engines)
+    registry = EngineRegistry.from_entry_points(
+        settings.engines, settings.disabled_engines, settings.default_engines
+    )
     # A TES-only server starts no engine drivers: its forkserver need not import the engines.
     warm = (
         sorted({m for e in registry.engines.values() for m in e.adapter.warm_modules})

@@ -20,7 +20,7 @@ import sys
 from importlib.metadata import version
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from wes_bridge.plugin import (
     Availability,
@@ -42,6 +42,10 @@ class CwltoolSettings(EngineSettings):
 
     default_container: str = "docker.io/library/debian:bookworm-slim"
     """The image of a tool without a DockerRequirement (where the TES runs containers)."""
+    max_parallel_steps: int = Field(64, ge=1, le=1024)
+    """With ``parallel``: steps of one run in flight on the TES at once (counted in cores)."""
+    tes_unreachable_seconds: float = Field(3600.0, gt=0)
+    """How long a run waits for a TES it cannot reach (a node restarting) before it fails."""
 
 
 # Command-line flags that Toil's WES client (and others) forward from their own command line
@@ -183,7 +187,9 @@ class CwltoolAdapter(EngineAdapter):
 
         args = arg_parser().parse_args(argv)
         loading = LoadingContext(vars(args))
-        tes = TesRun(ctx.tes, self.settings.default_container)
+        tes = TesRun(
+            ctx.tes, self.settings.default_container, self.settings.tes_unreachable_seconds
+        )
         loading.construct_tool_object = make_tool_factory(tes)
         captured = io.StringIO()
         # A schema callback keeps cwltool from dropping the schemas the warm process parsed
@@ -194,7 +200,11 @@ class CwltoolAdapter(EngineAdapter):
                 loadingContext=loading,
                 stdout=captured,
                 custom_schema_callback=_keep_loaded_schemas,
-                executor=TesParallelExecutor() if params.parallel else None,
+                executor=(
+                    TesParallelExecutor(self.settings.max_parallel_steps)
+                    if params.parallel
+                    else None
+                ),
             )
         finally:
             tes.client.close()

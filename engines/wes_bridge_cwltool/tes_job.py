@@ -39,7 +39,7 @@ from cwltool.pathmapper import MapperEnt
 from cwltool.utils import bytes2str_in_dicts, create_tmp_dir, ensure_writable
 
 from wes_bridge.plugin import TesEndpoint
-from wes_bridge.tes.client import TERMINAL_STATES, TesClient, TesError
+from wes_bridge.tes.client import TERMINAL_STATES, TesClient, TesError, TesUnavailable, View
 
 __all__ = ["StepFailure", "TesJob", "TesParallelExecutor", "TesRun", "tes_job_class"]
 
@@ -64,12 +64,12 @@ class TesRun:
 
     endpoint: TesEndpoint
     default_container: str
+    unreachable_seconds: float = 3600.0
     client: TesClient = field(init=False)
     failures: list[StepFailure] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        # One connection per concurrent job is plenty; retries ride out a node restart.
         self.client = self.endpoint.client(timeout=60.0, retries=8)
 
     def failed(self, failure: StepFailure) -> None:
@@ -281,14 +281,35 @@ class TesJob(ContainerCommandLineJob):
                 shutil.rmtree(self.stagedir, True)
             shutil.rmtree(self.tmpdir, True)
 
+    def _get(self, client: TesClient, task_id: str, view: View) -> dict[str, Any]:
+        """The task; a TES that cannot be reached (a node restarting) is waited for, up to
+        ``unreachable_seconds``: the task goes on meanwhile."""
+        gone_since: float | None = None
+        while True:
+            try:
+                return client.get_task(task_id, view)
+            except TesUnavailable as exc:
+                now = time.monotonic()
+                if gone_since is None:
+                    gone_since = now
+                    _logger.warning(
+                        "[job %s] the TES is unreachable (%s); waiting up to %d s for it",
+                        self.name,
+                        exc,
+                        self.tes.unreachable_seconds,
+                    )
+                if now - gone_since > self.tes.unreachable_seconds:
+                    raise
+                time.sleep(2.0)
+
     def _wait(self, client: TesClient, task_id: str) -> dict[str, Any]:
         """Poll the task until it ends: every 50 ms at first, backing off to 1 s."""
         deadline = time.monotonic() + self.timelimit if self.timelimit else None
         pause = 0.05
         while True:
-            state = client.get_task(task_id, "MINIMAL").get("state")
+            state = self._get(client, task_id, "MINIMAL").get("state")
             if state in TERMINAL_STATES:
-                return client.get_task(task_id, "FULL")
+                return self._get(client, task_id, "FULL")
             if deadline is not None and time.monotonic() > deadline:
                 _logger.warning(
                     "[job %s] exceeded its time limit of %s s; cancelling TES task %s",
@@ -384,10 +405,12 @@ class TesParallelExecutor(MultithreadedJobExecutor):
     """cwltool's ``--parallel`` executor, with the TES (not this machine) as the limit.
 
     cwltool's own one holds a job back until this machine has the cores and RAM it asks for;
-    here every ready job goes to the TES at once, and the TES queues what does not fit.
+    here ready jobs go to the TES at once, and the TES queues what does not fit. cwltool runs
+    one thread per core it may allocate, so ``max_steps`` (steps in flight, counted in cores)
+    is both the limit and the size of that thread pool.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_steps: int) -> None:
         super().__init__()
-        self.max_cores = float(1 << 20)
-        self.max_ram = 1 << 40
+        self.max_cores = float(max_steps)
+        self.max_ram = 1 << 40  # MiB: RAM is the TES's to schedule

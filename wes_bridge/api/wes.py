@@ -7,6 +7,7 @@ and takes two additive filters on ``GET /runs``: ``state`` and ``tag_key``/``tag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from datetime import datetime
@@ -44,6 +45,7 @@ from ..plugin import RunSpec
 from ..registry import describe_validation_error
 from ..staging import Attachment
 from ..store import RunRecord, TaskRecord
+from ..tes.link import tes_endpoint
 
 __all__ = ["router"]
 
@@ -103,6 +105,11 @@ def get_service_info(node: NodeDep) -> ServiceInfo:
         "max_concurrent_runs": str(settings.max_concurrent_runs),
         "workflow_url_schemes": "relative attachment path, http, https",
     }
+    # Where every step of every run executes: the node's TES, and how that TES runs tasks.
+    tes = tes_endpoint(settings, "")
+    tags["tes.url"] = tes.url
+    tags["tes.execution"] = tes.description
+    tags["tes.shared_filesystem"] = "yes" if tes.shared_filesystem else "no"
     for name, engine in sorted(registry.engines.items()):
         model = engine.adapter.parameters_model
         for field_name, info in model.model_fields.items():
@@ -481,7 +488,12 @@ def task_stream(run_id: str, task_id: str, stream: str, node: NodeDep) -> Respon
     recorded = task.stdout_path if stream == "stdout" else task.stderr_path
     if not recorded:
         raise NotFound(f"task {task_id} has no {stream} file")
-    return _text_file(_inside(Path(run.run_dir), Path(recorded)))
+    # A step's own log file (in the run directory) or its TES task's (in the embedded TES).
+    roots = [Path(run.run_dir), node.settings.tes_dir]
+    for root in roots:
+        with contextlib.suppress(NotFound):
+            return _text_file(_inside(root, Path(recorded)))
+    raise NotFound("no such file for this run")
 
 
 @router.get("/runs/{run_id}/outputs/{path:path}", include_in_schema=False)

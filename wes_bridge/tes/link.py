@@ -18,7 +18,7 @@ from ..plugin import RUN_TAG, STEP_TAG, TesEndpoint
 from .backends import make_backend
 from .client import TesClient, TesError
 from .models import TERMINAL_TASK_STATES
-from .runner import progress_log
+from .runner import TaskFiles, progress_log
 from .scheduler import cancel_task
 from .store import ACTIVE_TASK_STATES, TaskRow, TesStore
 
@@ -80,6 +80,26 @@ def task_change(task: dict[str, Any], tes_uri: str) -> tuple[str, dict[str, Any]
     return str(task["id"]), fields
 
 
+def _stream_paths(row: TaskRow) -> dict[str, str]:
+    """Where the last executor of an embedded task writes its stdout and stderr (in full;
+    the task document keeps only their tails), so WES serves them while the task runs."""
+    executors = row.request.get("executors") or []
+    if not executors:
+        return {}
+    files = TaskFiles(Path(row.task_dir))
+    index = len(executors) - 1
+    paths: dict[str, str] = {}
+    for stream in ("stdout", "stderr"):
+        declared = executors[index].get(stream)
+        where = (
+            files.root / str(declared).lstrip("/")
+            if declared
+            else files.executor_stream(index, stream)
+        )
+        paths[f"{stream}_path"] = str(where)
+    return paths
+
+
 class EmbeddedTesLink:
     """The link to this node's own TES: its tasks are read from the shared database."""
 
@@ -101,7 +121,9 @@ class EmbeddedTesLink:
                 so_far = progress_log(Path(row.task_dir), 0)
                 logs = [so_far] if so_far else []
             document = {**row.request, "id": row.id, "state": row.state, "logs": logs}
-            changes.append(task_change(document, f"{self.base_url}/tasks/{row.id}"))
+            task_id, fields = task_change(document, f"{self.base_url}/tasks/{row.id}")
+            fields.update(_stream_paths(row))
+            changes.append((task_id, fields))
         return changes
 
     def cancel_run(self, run_id: str) -> int:

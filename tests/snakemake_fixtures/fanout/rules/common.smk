@@ -1,0 +1,1 @@
+PREFIX = config.get("prefix", "fanout")
