@@ -97,7 +97,7 @@ def test_node_starts_without_broken_plugins(plugin_path: Path, tmp_path: Path) -
     )
     with SpecCheckedClient(create_app(settings)) as client:
         info = client.get(f"{WES}/service-info").json()
-        assert set(info["workflow_type_versions"]) == {"CWL"}
+        assert set(info["workflow_type_versions"]) == {"CWL", "SMK"}
         assert "boom at import" in info["tags"]["engine.exploding.load_error"]
         run_id = client.submit("cwl/hello/hello.cwl").json()["run_id"]
         assert client.wait(run_id) == "COMPLETE"

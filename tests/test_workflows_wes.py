@@ -1,0 +1,143 @@
+"""Every workflow in test-workflows/ through a real `wes-bridge serve`, with every engine that
+runs its language (CWL: cwltool and Toil; Snakemake: snakemake), each step a task on the node's
+embedded TES.
+
+The outputs must be the ones in expected.json, which `test_workflows_direct.py` checks against
+the engines run directly: so a run through the node gives what the engine gives on its own.
+All runs are submitted at once to one node and checked one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import WORKFLOWS
+from .live_server import Server, free_port
+from .test_workflows_direct import CASES, TOOLS, _check_file, _check_variants, _expected
+
+pytestmark = pytest.mark.integration
+
+ENGINES = {"cwltool": ("cwltool", "toil"), "snakemake": ("snakemake",)}
+RUNS = [(case, engine) for case in CASES for engine in ENGINES[_expected(case)["engine"]]]
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
+
+
+def _request(case: str, engine: str) -> tuple[dict[str, str], list[tuple[str, Any]]]:
+    expected = _expected(case)
+    folder = WORKFLOWS / case
+    files = [
+        ("workflow_attachment", (p.relative_to(folder).as_posix(), p.read_bytes()))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "expected.json"
+    ]
+    params = yaml.safe_load((folder / expected["params"]).read_text())
+    cwl = expected["engine"] == "cwltool"
+    data = {
+        "workflow_type": "CWL" if cwl else "SMK",
+        "workflow_type_version": "v1.2" if cwl else "9",
+        "workflow_url": expected["workflow"],
+        "workflow_params": json.dumps(params),
+        "workflow_engine": engine,
+        "tags": json.dumps({"case": case}),
+    }
+    if engine == "cwltool":
+        data["workflow_engine_parameters"] = json.dumps({"parallel": True})
+    return data, files
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[Any, str]]]:
+    base = tmp_path_factory.mktemp("workflows-wes")
+    server = Server(base / "data", free_port())
+    server.start()
+    ids: dict[tuple[str, str], str] = {}
+    try:
+        for case, engine in RUNS:
+            if "known_snps" in _expected(case) and any(shutil.which(t) is None for t in TOOLS):
+                continue
+            data, files = _request(case, engine)
+            response = server.request("POST", "/runs", data=data, files=files)
+            assert response.status_code == 200, response.text
+            ids[(case, engine)] = response.json()["run_id"]
+        yield server, ids
+    finally:
+        server.stop(signal.SIGTERM)
+
+
+def _wait(server: Server, run_id: str, timeout: float = 900) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = server.get(f"/runs/{run_id}").json()
+        if log["state"] in TERMINAL:
+            return dict(log)
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+
+
+def _tasks(server: Server, run_id: str) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        page = server.get(f"/runs/{run_id}/tasks", params={"page_token": token}).json()
+        tasks += page["task_logs"]
+        token = page.get("next_page_token") or ""
+        if not token:
+            return tasks
+
+
+@pytest.mark.parametrize(("case", "engine"), RUNS)
+def test_workflow_through_wes_on_tes(
+    runs: tuple[Server, dict[Any, str]], case: str, engine: str
+) -> None:
+    server, ids = runs
+    if (case, engine) not in ids:
+        pytest.skip(f"not on PATH: {', '.join(TOOLS)}")
+    expected = _expected(case)
+    log = _wait(server, ids[(case, engine)])
+    run_log = log["run_log"]
+    assert log["state"] == expected["state"], run_log["system_logs"]
+    assert log["request"]["workflow_engine"] == engine
+    tasks = _tasks(server, log["run_id"])
+    assert tasks, "no step of the run went to the TES"
+    for task in tasks:
+        assert task["tes_uri"].endswith(f"/ga4gh/tes/v1/tasks/{task['id']}"), task
+    if expected["state"] == "COMPLETE":
+        # Every step ran as a TES task, and every one of them completed.
+        assert all("state: COMPLETE" in t["system_logs"] for t in tasks), tasks
+        assert all(t["exit_code"] == 0 for t in tasks)
+        assert run_log["exit_code"] == 0
+    if "parallel_steps" in expected:
+        assert len(tasks) >= expected["parallel_steps"] + 1
+    if "failed_step" in expected:
+        step = expected["failed_step"]
+        failed = [t for t in tasks if "state: EXECUTOR_ERROR" in t["system_logs"]]
+        assert len(failed) == 1, tasks
+        # The run log names the failing step's TES task and carries its stderr tail.
+        [line] = [s for s in run_log["system_logs"] if f"TES task {failed[0]['id']}" in s]
+        assert step["stderr"] in line
+        if engine == "snakemake":
+            # The task is Snakemake's job process, which exits 1; the rule's code is in the tail.
+            assert failed[0]["exit_code"] == run_log["exit_code"] == 1
+            assert f"returned non-zero exit status {step['exit_code']}" in line
+        else:
+            assert failed[0]["exit_code"] == run_log["exit_code"] == step["exit_code"]
+    outputs = log["outputs"]
+    for output_id, want in expected["outputs"].items():
+        got = outputs[output_id]
+        if "basename" in want:
+            assert got["basename"] == want["basename"]
+        if "checksum" in want:
+            assert (got["checksum"], got["size"]) == (want["checksum"], want["size"]), output_id
+        _check_file(Path(got["path"]), want)
+    if "known_snps" in expected:
+        vcf = outputs["vcf" if expected["engine"] == "cwltool" else "calls.vcf"]["path"]
+        _check_variants(Path(vcf), WORKFLOWS / case / expected["known_snps"])
