@@ -7,6 +7,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from wes_bridge.tes.client import task_exit_code as exit_code
+from wes_bridge.tes.client import task_stderr_tail as stderr_tail
+from wes_bridge.tes.client import task_system_logs as system_logs
+
 __all__ = [
     "ACTIVE_STATES",
     "FAILED_STATES",
@@ -88,35 +92,6 @@ def runtime_seconds(resources: Mapping[str, Any]) -> float | None:
     """
     minutes = _number(resources.get("runtime"))
     return minutes * 60 if minutes is not None else None
-
-
-def _last_attempt(task: Mapping[str, Any]) -> Mapping[str, Any]:
-    logs = task.get("logs") or []
-    last = logs[-1] if logs else {}
-    return last if isinstance(last, Mapping) else {}
-
-
-def exit_code(task: Mapping[str, Any]) -> int | None:
-    """The exit code of the last executor that has one, in the task's last attempt."""
-    for executor_log in reversed(_last_attempt(task).get("logs") or []):
-        code = executor_log.get("exit_code") if isinstance(executor_log, Mapping) else None
-        if isinstance(code, int) and not isinstance(code, bool):
-            return code
-    return None
-
-
-def stderr_tail(task: Mapping[str, Any], limit: int = TAIL_CHARS) -> str:
-    """The end of the last executor's stderr the TES kept (FULL view), or ''."""
-    for executor_log in reversed(_last_attempt(task).get("logs") or []):
-        text = executor_log.get("stderr") if isinstance(executor_log, Mapping) else None
-        if text:
-            return str(text)[-limit:]
-    return ""
-
-
-def system_logs(task: Mapping[str, Any]) -> list[str]:
-    """The TES's own notes about the task's last attempt (why it could not run, etc.)."""
-    return [str(line) for line in _last_attempt(task).get("system_logs") or []]
 
 
 def failure_message(

@@ -76,7 +76,8 @@ from toil.job import JobDescription
 from toil.lib.conversions import strtobool
 
 from wes_bridge.plugin import TesEndpoint
-from wes_bridge.tes.client import TERMINAL_STATES, TesClient, TesError
+from wes_bridge.tes.client import TERMINAL_STATES, TesClient, TesError, task_exit_code
+from wes_bridge.tes.client import task_stderr_tail as stderr_tail
 
 from .jobstore import job_store_problem
 
@@ -114,16 +115,6 @@ _GIB = float(1 << 30)
 
 
 # -- the state mapping (pure; unit-tested) ----------------------------------------------------
-def task_exit_code(task: Mapping[str, Any]) -> int | None:
-    """The exit code of the last executor that reported one, or None."""
-    for log in reversed(task.get("logs") or []):
-        for executor_log in reversed(log.get("logs") or []):
-            code = executor_log.get("exit_code")
-            if isinstance(code, int):
-                return code
-    return None
-
-
 def task_outcome(task: Mapping[str, Any]) -> tuple[int, BatchJobExitReason]:
     """Toil's exit status and reason for a task in a terminal TES state.
 
@@ -146,16 +137,6 @@ def task_outcome(task: Mapping[str, Any]) -> tuple[int, BatchJobExitReason]:
         "PREEMPTED": BatchJobExitReason.LOST,
     }.get(state, BatchJobExitReason.ERROR)
     return EXIT_STATUS_UNAVAILABLE_VALUE, reason
-
-
-def stderr_tail(task: Mapping[str, Any], limit: int = _TAIL) -> str:
-    """The end of the last executor's stderr that the TES reported, or ""."""
-    for log in reversed(task.get("logs") or []):
-        for executor_log in reversed(log.get("logs") or []):
-            text = executor_log.get("stderr")
-            if text:
-                return str(text)[-limit:]
-    return ""
 
 
 def _system_logs(task: Mapping[str, Any]) -> list[str]:

@@ -39,7 +39,15 @@ from cwltool.pathmapper import MapperEnt
 from cwltool.utils import bytes2str_in_dicts, create_tmp_dir, ensure_writable
 
 from wes_bridge.plugin import TesEndpoint
-from wes_bridge.tes.client import TERMINAL_STATES, TesClient, TesError, TesUnavailable, View
+from wes_bridge.tes.client import (
+    TERMINAL_STATES,
+    TesClient,
+    TesError,
+    TesUnavailable,
+    View,
+    task_exit_code,
+    task_stderr_tail,
+)
 
 __all__ = ["StepFailure", "TesJob", "TesParallelExecutor", "TesRun", "tes_job_class"]
 
@@ -246,7 +254,7 @@ class TesJob(ContainerCommandLineJob):
             _logger.info("[job %s] TES task %s", self.name, task_id)
             final = self._wait(client, task_id)
             state = str(final.get("state"))
-            exit_code = _exit_code(final)
+            exit_code = task_exit_code(final)
             if state == "COMPLETE" or (state == "EXECUTOR_ERROR" and exit_code is not None):
                 status = self._status(exit_code if exit_code is not None else 0)
             if status != "success":
@@ -338,7 +346,7 @@ class TesJob(ContainerCommandLineJob):
     def _report_failure(
         self, task: dict[str, Any], task_id: str, state: str, exit_code: int | None
     ) -> None:
-        tail = _stderr_tail(task)
+        tail = task_stderr_tail(task, _TAIL)
         if not tail and self.stderr:
             tail = _file_tail(os.path.join(self.outdir, self.stderr))
         logs = task.get("logs") or []
@@ -360,24 +368,6 @@ class TesJob(ContainerCommandLineJob):
 
 def _kind(cwl_type: str) -> str:
     return "DIRECTORY" if "Directory" in cwl_type else "FILE"
-
-
-def _exit_code(task: dict[str, Any]) -> int | None:
-    for log in reversed(task.get("logs") or []):
-        for executor_log in reversed(log.get("logs") or []):
-            code = executor_log.get("exit_code")
-            if isinstance(code, int):
-                return code
-    return None
-
-
-def _stderr_tail(task: dict[str, Any]) -> str:
-    for log in reversed(task.get("logs") or []):
-        for executor_log in reversed(log.get("logs") or []):
-            text = executor_log.get("stderr")
-            if text:
-                return str(text)[-_TAIL:]
-    return ""
 
 
 def _file_tail(path: str) -> str:

@@ -73,6 +73,9 @@ __all__ = [
     "View",
     "retry_after_seconds",
     "server_message",
+    "task_exit_code",
+    "task_stderr_tail",
+    "task_system_logs",
 ]
 
 log = logging.getLogger(__name__)
@@ -734,6 +737,36 @@ class TesClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# -- reading a task document ----------------------------------------------------------------
+def _last_attempt(task: Mapping[str, Any]) -> Mapping[str, Any]:
+    logs = task.get("logs") or []
+    last = logs[-1] if logs else {}
+    return last if isinstance(last, Mapping) else {}
+
+
+def task_exit_code(task: Mapping[str, Any]) -> int | None:
+    """The exit code of the last executor that has one, in the task's last attempt."""
+    for executor_log in reversed(_last_attempt(task).get("logs") or []):
+        code = executor_log.get("exit_code") if isinstance(executor_log, Mapping) else None
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
+    return None
+
+
+def task_stderr_tail(task: Mapping[str, Any], limit: int = 2000) -> str:
+    """The end of the last executor's stderr the TES kept (FULL view), or ''."""
+    for executor_log in reversed(_last_attempt(task).get("logs") or []):
+        text = executor_log.get("stderr") if isinstance(executor_log, Mapping) else None
+        if text:
+            return str(text)[-limit:]
+    return ""
+
+
+def task_system_logs(task: Mapping[str, Any]) -> list[str]:
+    """The TES's own notes about the task's last attempt (why it could not run, etc.)."""
+    return [str(line) for line in _last_attempt(task).get("system_logs") or []]
 
 
 # -- the asynchronous client ----------------------------------------------------------------
