@@ -24,7 +24,9 @@ hits both alike.  Reported: every sample, the medians, ratio = median(wes-bridge
 median(direct) against the target of 1.5x, the TES tasks per run, and where a run's time went
 (from the TES tasks' timestamps: POST -> first task created, queue wait and run time per task,
 idle time with no task in flight, last task end -> terminal state seen).  Executables are the
-ones next to this Python (its venv's bin directory), not PATH lookups.
+ones next to this Python (its venv's bin directory), not PATH lookups.  Both sides run at the
+same --niceness (default 0; the node's drivers and executors otherwise run at 10, which on a
+busy machine slows them against everything else).
 
     python benchmarks/bench_engines.py                      # all engines, 5 rounds each
     python benchmarks/bench_engines.py --engines cwltool,snakemake --repeat 3 --json out.json
@@ -612,7 +614,8 @@ def print_report(results: list[Result], args: argparse.Namespace, meta: dict[str
     )
     print(
         f"== fan-out of 20 steps + gather: direct vs. through wes-bridge on its TES, "
-        f"{args.repeat} round(s) each after 1 warm-up, interleaved; poll {args.poll * 1000:.0f} ms"
+        f"{args.repeat} round(s) each after 1 warm-up, interleaved; "
+        f"poll {args.poll * 1000:.0f} ms; niceness {args.niceness} (both sides)"
     )
     rows = []
     for r in results:
@@ -792,10 +795,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--niceness",
         type=int,
-        default=10,
-        help="niceness of both sides: the node's drivers and executors "
-        "(WES_BRIDGE_DRIVER_NICENESS; the node's default is 10) and the direct runs, each in "
-        "a session (scheduler autogroup) of its own, as the node runs them",
+        default=0,
+        help="niceness of both sides: the node's drivers and TES executors "
+        "(WES_BRIDGE_DRIVER_NICENESS, whose own default is 10) and the direct runs (each "
+        "in a session, i.e. scheduler autogroup, of its own, niced as the node does it); "
+        "10 measures the node as it runs by default",
     )
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")

@@ -134,6 +134,7 @@ def test_inputs_executors_volumes_and_outputs(
     (tree / "sub").mkdir(parents=True)
     (tree / "one.txt").write_text("1\n")
     (tree / "sub" / "two.txt").write_text("2\n")
+    (tree / "empty").mkdir()
     task = {
         "name": "io",
         "inputs": [
@@ -191,6 +192,8 @@ def test_inputs_executors_volumes_and_outputs(
     assert env_value.endswith("/root/data/a.txt")
     assert os.path.isfile(env_value)
     assert (dirs["out"] / "tree" / "sub" / "two.txt").read_text() == "2\n"
+    # Directories arrive and leave as trees, empty ones included.
+    assert (dirs["out"] / "tree" / "empty").is_dir()
     logged = {o["path"]: o for o in done["logs"][0]["outputs"]}
     upper = (dirs["out"] / "upper.txt").read_bytes()
     assert logged["/out/upper.txt"]["size_bytes"] == str(len(upper))

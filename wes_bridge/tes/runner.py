@@ -602,7 +602,13 @@ def _deliver_one(
             "SYSTEM_ERROR", f"{what}: {destination} is outside the directories outputs may go to"
         )
     if source.is_dir():
-        for dirpath, _dirnames, filenames in os.walk(source):
+        destination.mkdir(parents=True, exist_ok=True)
+        for dirpath, dirnames, filenames in os.walk(source):
+            for name in sorted(dirnames):
+                # Directories too, empty ones included: they can be outputs of their own.
+                sub = Path(dirpath) / name
+                if not sub.is_symlink():
+                    (destination / sub.relative_to(source)).mkdir(exist_ok=True)
             for name in sorted(filenames):
                 file = Path(dirpath) / name
                 rel = file.relative_to(source)
