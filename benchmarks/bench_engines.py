@@ -738,6 +738,10 @@ def bench(args: argparse.Namespace) -> int:
     except BenchError as e:
         print(f"!! {e}", file=sys.stderr)
         failed = True
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop, then report what was measured
+        print("!! interrupted", file=sys.stderr)
+        meta["interrupted"] = True
+        failed = True
     finally:
         meta["node_stop"] = node.stop()
         meta["load_end"] = loadavg()

@@ -149,16 +149,22 @@ class CwltoolAdapter(EngineAdapter):
                 ],
             )
         params: CwltoolParameters = run.engine_parameters  # type: ignore[assignment]
+        host_layout = ctx.tes.shared_filesystem and not ctx.tes.uses_containers
+        layout = (
+            # Tasks run on this file system, without containers: cwltool's host paths.
+            ["--no-container"]
+            if host_layout
+            # CWL's container layout for every tool (the TES job runner replaces the container
+            # runtime; this image is only the one of tools without their own).
+            else ["--default-container", self.settings.default_container]
+        )
         job_file = ctx.run_dir / "inputs.json"
         job_file.write_text(json.dumps(absolutise_inputs(run.params, run.workflow_dir)))
         workflow = str(run.workflow_path)
         if run.workflow_fragment:
             workflow += "#" + run.workflow_fragment
         argv = [
-            # cwltool's container layout for every tool (the TES job runner replaces the
-            # container runtime; this image is only the one of tools without their own).
-            "--default-container",
-            self.settings.default_container,
+            *layout,
             "--outdir",
             str(ctx.outputs_dir),
             "--tmpdir-prefix",
@@ -188,7 +194,10 @@ class CwltoolAdapter(EngineAdapter):
         args = arg_parser().parse_args(argv)
         loading = LoadingContext(vars(args))
         tes = TesRun(
-            ctx.tes, self.settings.default_container, self.settings.tes_unreachable_seconds
+            ctx.tes,
+            self.settings.default_container,
+            self.settings.tes_unreachable_seconds,
+            host_layout,
         )
         loading.construct_tool_object = make_tool_factory(tes)
         captured = io.StringIO()

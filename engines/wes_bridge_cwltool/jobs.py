@@ -26,9 +26,12 @@ class TesCommandLineTool(CommandLineTool):
     tes: TesRun
 
     def make_job_runner(self, runtimeContext: RuntimeContext) -> type[JobBase]:
-        # cwltool's own choice also inserts the default container as a DockerRequirement
-        # when the tool has none; the job reads its image from there.
-        super().make_job_runner(runtimeContext)
+        if runtimeContext.use_container:
+            # cwltool's own choice also inserts the default container as a DockerRequirement
+            # when the tool has none; the job reads its image from there.
+            super().make_job_runner(runtimeContext)
+        # Host layout: a DockerRequirement is recorded as the task's image and not used
+        # (cwltool --no-container would refuse a required one); the TES says so.
         return tes_job_class(self.tes)
 
 

@@ -36,6 +36,7 @@ from cwltool.errors import WorkflowException
 from cwltool.executors import MultithreadedJobExecutor
 from cwltool.job import ContainerCommandLineJob, relink_initialworkdir
 from cwltool.pathmapper import MapperEnt
+from cwltool.process import stage_files
 from cwltool.utils import bytes2str_in_dicts, create_tmp_dir, ensure_writable
 
 from wes_bridge.plugin import TesEndpoint
@@ -73,6 +74,9 @@ class TesRun:
     endpoint: TesEndpoint
     default_container: str
     unreachable_seconds: float = 3600.0
+    host_layout: bool = False
+    """The TES runs tasks on this file system without containers: jobs keep cwltool's own
+    host paths (as ``cwltool --no-container``), declared to the TES as used in place."""
     client: TesClient = field(init=False)
     failures: list[StepFailure] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -175,6 +179,9 @@ class TesJob(ContainerCommandLineJob):
         return written
 
     def _required_env(self) -> dict[str, str]:
+        if self.tes.host_layout:
+            # As cwltool's CommandLineJob: the job's own directories, this node's PATH.
+            return {"HOME": self.outdir, "TMPDIR": self.tmpdir, "PATH": os.environ["PATH"]}
         return {"TMPDIR": CONTAINER_TMPDIR, "HOME": self.builder.outdir}
 
     # -- the job ------------------------------------------------------------------------------
@@ -189,6 +196,10 @@ class TesJob(ContainerCommandLineJob):
         self._setup(runtimeContext)
         self._tes_inputs: list[dict[str, Any]] = []
         self._empty_dirs: list[str] = []
+        if self.tes.host_layout:
+            self._stage_on_host(runtimeContext)
+            self._run_task(str(image), runtimeContext)
+            return
         prefix = runtimeContext.tmpdir_prefix
         secrets = runtimeContext.secret_store
         self.add_volumes(self.pathmapper, [], prefix, secrets, any_path_okay=True)
@@ -198,6 +209,38 @@ class TesJob(ContainerCommandLineJob):
             empty = create_tmp_dir(prefix)
             self._input(empty, target, "DIRECTORY")
         self._run_task(str(image), runtimeContext)
+
+    def _stage_on_host(self, runtimeContext: Any) -> None:
+        """cwltool's own staging (symbolic links, as ``cwltool --no-container``); the staged
+        inputs are declared to the TES at their own paths, so it uses them in place."""
+        secrets = runtimeContext.secret_store
+        stage_files(self.pathmapper, ignore_writable=True, symlink=True, secret_store=secrets)
+        if self.generatemapper is not None:
+            stage_files(
+                self.generatemapper,
+                ignore_writable=self.inplace_update,
+                symlink=True,
+                secret_store=secrets,
+            )
+            relink_initialworkdir(
+                self.generatemapper,
+                self.outdir,
+                self.builder.outdir,
+                inplace_update=self.inplace_update,
+            )
+        seen: set[str] = set()
+        for _key, entry in self.pathmapper.items_exclude_children():
+            target = entry.target
+            if (
+                not entry.staged
+                or entry.resolved.startswith("_:")
+                or entry.type not in ("File", "Directory")
+                or target in seen
+                or not os.path.exists(target)
+            ):
+                continue
+            seen.add(target)
+            self._input(target, target, _kind(entry.type))
 
     def _task(self, image: str, runtimeContext: Any) -> dict[str, Any]:
         outdir = self.builder.outdir
@@ -230,7 +273,7 @@ class TesJob(ContainerCommandLineJob):
             "outputs": [
                 {"name": "outdir", "path": outdir, "url": _uri(self.outdir), "type": "DIRECTORY"}
             ],
-            "volumes": [CONTAINER_TMPDIR],
+            "volumes": [] if self.tes.host_layout else [CONTAINER_TMPDIR],
             "resources": {
                 "cpu_cores": max(1, math.ceil(float(resources.get("cores", 1)))),
                 "ram_gb": round(float(resources.get("ram", 0)) / 1024, 3),

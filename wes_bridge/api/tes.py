@@ -21,7 +21,8 @@ from ..errors import BadRequest, InvalidTransition, NotFound
 from ..node import Node
 from ..registry import describe_validation_error
 from ..tes.models import TASK_STATES, TesCreateTaskResponse, TesTask, View
-from ..tes.runner import local_path, progress_log, within
+from ..tes.paths import local_path, within
+from ..tes.runner import progress_log
 from ..tes.scheduler import cancel_task, cannot_fit, note_log, task_needs
 from ..tes.store import ACTIVE_TASK_STATES, TaskRow
 from .wes import get_node

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .models import TesExecutor, TesTask, has_wildcards
+from .paths import local_path
 
-__all__ = ["Backend", "ExecutorCommand", "PathMap", "make_backend"]
+__all__ = ["Backend", "ExecutorCommand", "PathMap", "in_place_paths", "make_backend"]
 
 # Top-level directories of a container image that a task directory must never be mounted over.
 _SYSTEM_TOPS = frozenset(
@@ -50,21 +51,51 @@ def declared_paths(task: TesTask) -> set[str]:
     return paths
 
 
+def in_place_paths(task: TesTask) -> set[str]:
+    """Paths a task names as itself: a ``file://`` input or output whose container path is
+    the host path of its URL. On the host backend such a path is used where it is (nothing is
+    staged, delivered or rewritten), which is what a client sharing this file system and
+    running without containers (cwltool's host layout, Snakemake's shared mode) asks for."""
+    same: set[str] = set()
+    pairs = [(i.url, i.path) for i in task.inputs or []]
+    pairs += [(o.url, o.path) for o in task.outputs or []]
+    for url, path in pairs:
+        if not url or not url.startswith("file://") or has_wildcards(path):
+            continue
+        try:
+            local = local_path(url)
+        except ValueError:
+            continue
+        if local is not None and os.path.normpath(local) == os.path.normpath(path):
+            same.add(os.path.normpath(path))
+    return same
+
+
 @dataclass
 class PathMap:
     """Container paths of one task and where they live on the host."""
 
     root: Path
     declared: set[str]
+    in_place: set[str] = field(default_factory=set)
+    """Declared paths that are the same path on the host (see :func:`in_place_paths`)."""
     _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False)
 
+    def is_in_place(self, container_path: str) -> bool:
+        path = os.path.normpath(container_path)
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.in_place)
+
     def host(self, container_path: str) -> Path:
+        if self.is_in_place(container_path):
+            return Path(container_path)
         return self.root / container_path.lstrip("/")
 
     def rewrite_set(self) -> list[str]:
-        """Declared paths and their ancestors that do not exist on this host, longest first."""
-        names = set(self.declared)
-        for path in self.declared:
+        """Declared paths and their ancestors that do not exist on this host, longest first;
+        paths used in place are not rewritten."""
+        moved = {p for p in self.declared if not self.is_in_place(p)}
+        names = set(moved)
+        for path in moved:
             for parent in PurePosixPath(path).parents:
                 text = str(parent)
                 if text != "/" and not os.path.lexists(text):

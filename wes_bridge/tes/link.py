@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from ..config import Settings
 from ..plugin import RUN_TAG, STEP_TAG, TesEndpoint
-from .backends import make_backend
+from .backends import PathMap, declared_paths, in_place_paths, make_backend
 from .client import TesClient, TesError
-from .models import TERMINAL_TASK_STATES
+from .models import TERMINAL_TASK_STATES, TesTask
 from .runner import TaskFiles, progress_log
 from .scheduler import cancel_task
 from .store import ACTIVE_TASK_STATES, TaskRow, TesStore
@@ -80,7 +80,7 @@ def task_change(task: dict[str, Any], tes_uri: str) -> tuple[str, dict[str, Any]
     return str(task["id"]), fields
 
 
-def _stream_paths(row: TaskRow) -> dict[str, str]:
+def _stream_paths(row: TaskRow, host_backend: bool) -> dict[str, str]:
     """Where the last executor of an embedded task writes its stdout and stderr (in full;
     the task document keeps only their tails), so WES serves them while the task runs."""
     executors = row.request.get("executors") or []
@@ -89,13 +89,18 @@ def _stream_paths(row: TaskRow) -> dict[str, str]:
     files = TaskFiles(Path(row.task_dir))
     index = len(executors) - 1
     paths: dict[str, str] = {}
+    mapped: PathMap | None = None
     for stream in ("stdout", "stderr"):
         declared = executors[index].get(stream)
-        where = (
-            files.root / str(declared).lstrip("/")
-            if declared
-            else files.executor_stream(index, stream)
-        )
+        kept = files.executor_stream(index, stream)
+        if declared and not kept.exists():  # still running: the file it writes
+            if mapped is None:
+                task = TesTask.model_validate(row.request)
+                same = in_place_paths(task) if host_backend else set()
+                mapped = PathMap(files.root, declared_paths(task), same)
+            where = mapped.host(str(declared))
+        else:
+            where = kept
         paths[f"{stream}_path"] = str(where)
     return paths
 
@@ -104,11 +109,16 @@ class EmbeddedTesLink:
     """The link to this node's own TES: its tasks are read from the shared database."""
 
     def __init__(
-        self, tes: TesStore, base_url: str, notify: Callable[[], None] | None = None
+        self,
+        tes: TesStore,
+        base_url: str,
+        notify: Callable[[], None] | None = None,
+        host_backend: bool = True,
     ) -> None:
         self.tes = tes
         self.base_url = base_url.rstrip("/")
         self._notify = notify
+        self._host_backend = host_backend
 
     def _rows(self, run_id: str) -> list[TaskRow]:
         return self.tes.list_tasks(_MAX_TASKS_PER_RUN, tags={RUN_TAG: run_id})
@@ -122,7 +132,7 @@ class EmbeddedTesLink:
                 logs = [so_far] if so_far else []
             document = {**row.request, "id": row.id, "state": row.state, "logs": logs}
             task_id, fields = task_change(document, f"{self.base_url}/tasks/{row.id}")
-            fields.update(_stream_paths(row))
+            fields.update(_stream_paths(row, self._host_backend))
             changes.append((task_id, fields))
         return changes
 
@@ -171,7 +181,9 @@ def link_for(
     """The node's link: to its embedded TES, or to ``tes.url`` through a TES client."""
     if settings.tes.url is None:
         assert tes is not None
-        return EmbeddedTesLink(tes, embedded_tes_url(settings), notify)
+        return EmbeddedTesLink(
+            tes, embedded_tes_url(settings), notify, settings.tes.backend == "host"
+        )
     return ExternalTesLink(tes_client(settings))
 
 

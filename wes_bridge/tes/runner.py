@@ -25,15 +25,23 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..drivers import lower_priority
 from ..errors import WesError
 from ..staging import check_url_host
-from .backends import Backend, ExecutorCommand, PathMap, declared_paths, make_backend
+from .backends import (
+    Backend,
+    ExecutorCommand,
+    PathMap,
+    declared_paths,
+    in_place_paths,
+    make_backend,
+)
 from .models import TesExecutor, TesInput, TesOutput, TesTask, has_wildcards
+from .paths import local_path, within
 
 __all__ = ["TaskFiles", "TaskLaunch", "runner_main"]
 
@@ -174,7 +182,9 @@ def runner_main(launch: TaskLaunch, done: Connection | None = None) -> None:
         os._exit(0)
     task = TesTask.model_validate(launch.task)
     backend = make_backend(launch.backend, launch.container_binary)
-    run = _Run(launch, task, files, backend, PathMap(files.root, declared_paths(task)))
+    # Only the host backend can use a path in place: a container sees the task's mounts.
+    same = in_place_paths(task) if backend.name == "host" else set()
+    run = _Run(launch, task, files, backend, PathMap(files.root, declared_paths(task), same))
 
     def on_term(signum: int, _frame: Any) -> None:
         # Cancelled: the executors share this process group and got the signal too; what a
@@ -356,27 +366,6 @@ def progress_log(task_dir: Path, tail_bytes: int) -> dict[str, Any] | None:
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def local_path(url: str) -> Path | None:
-    """The local path a file URL (or bare absolute path) names; None for other schemes.
-
-    Raises ValueError for a file URL that names another host.
-    """
-    if url.startswith("/"):
-        return Path(url)
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        return None
-    if parts.netloc not in ("", "localhost"):
-        raise ValueError(f"file URL {url!r} names a remote host; this TES uses local files only")
-    return Path(unquote(parts.path))
-
-
-def within(path: Path, roots: list[Path]) -> bool:
-    """Whether ``path`` (symbolic links resolved) is one of ``roots`` or below one."""
-    real = Path(os.path.realpath(path))
-    return any(real == root or root in real.parents for root in roots)
-
-
 def _local_path(url: str, what: str) -> Path | None:
     try:
         return local_path(url)
@@ -410,6 +399,16 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _stage_input(run: _Run, item: TesInput) -> None:
     target = run.paths.host(item.path)
     what = f"input {item.path}"
+    if (
+        item.url is not None
+        and run.paths.is_in_place(item.path)
+        and item.path in run.paths.in_place
+    ):
+        # The input is its own place on this host: checked against the roots, not copied.
+        source = _checked_local(item.url, run.launch.input_roots, what)
+        if not source.exists():
+            raise TaskFailure("SYSTEM_ERROR", f"{what}: {item.path} does not exist")
+        return
     if item.content is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(item.content, encoding="utf-8")
@@ -550,6 +549,12 @@ def _run_executor(run: _Run, index: int, executor: TesExecutor) -> int:
         raise TaskFailure(
             "EXECUTOR_ERROR", f"executor {index}: stdin {executor.stdin} does not exist"
         ) from exc
+    for declared, stream in ((stdout_path, "stdout"), (stderr_path, "stderr")):
+        if declared is not None:
+            # The task's own copy of a redirected stream (the file may be moved or deleted
+            # by whoever owns it, e.g. a workflow engine collecting its outputs).
+            with contextlib.suppress(OSError):
+                _link_or_copy(declared, files.executor_stream(index, stream))
     limit = run.launch.tail_bytes
     run.executor_logs.append(
         {
@@ -586,11 +591,33 @@ def _deliver_output(run: _Run, out: TesOutput) -> None:
     source = run.paths.host(out.path)
     if not source.exists():
         raise TaskFailure("SYSTEM_ERROR", f"{what}: the task did not create {out.path}")
+    if out.path in run.paths.in_place:
+        # Written where it belongs: nothing to deliver, once its place is allowed.
+        if not within(destination, roots):
+            raise TaskFailure(
+                "SYSTEM_ERROR",
+                f"{what}: {destination} is outside the directories outputs may go to",
+            )
+        run.outputs.append(
+            {"url": out.url, "path": out.path, "size_bytes": str(_tree_size(source))}
+        )
+        return
     if out.type == "DIRECTORY" and not source.is_dir():
         raise TaskFailure("SYSTEM_ERROR", f"{what}: {out.path} is not a directory")
     if out.type == "FILE" and not source.is_file():
         raise TaskFailure("SYSTEM_ERROR", f"{what}: {out.path} is not a file")
     _deliver_one(run, source, out.path, destination, roots, what)
+
+
+def _tree_size(path: Path) -> int:
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(
+        (Path(d) / f).stat().st_size
+        for d, _dirs, files in os.walk(path)
+        for f in files
+        if not (Path(d) / f).is_symlink()
+    )
 
 
 def _deliver_one(
