@@ -667,7 +667,7 @@ def print_report(results: list[Result], args: argparse.Namespace, meta: dict[str
         )
     heads = ["engine", "POST->1st task", "fan-out created over", "queue", "run", "exec"]
     heads += ["tasks in flight", "idle", "max gap", "gather wait", "end->seen", "peak running"]
-    print(table(heads, rows))
+    print(table(heads, rows) if rows else "(no measured run through wes-bridge completed)")
     for r in results:
         for f in r.failures:
             print(f"!! {r.engine}: {f}")
