@@ -1,10 +1,14 @@
 """cwltool on TES: every CommandLineTool job becomes one GA4GH TES task.
 
 The job runner is a :class:`cwltool.job.ContainerCommandLineJob`, chosen for every
-CommandLineTool through cwltool's own ``make_job_runner`` seam, so the job sees CWL's container
-layout whatever the TES executes on: the output directory is ``/var/spool/cwl``, inputs are
-staged under ``/var/lib/cwl`` and ``$TMPDIR`` is ``/tmp``. Instead of building a ``docker run``,
-the job describes itself as a task:
+CommandLineTool through cwltool's own ``make_job_runner`` seam. Where the TES runs tasks in
+containers (or elsewhere), the job sees CWL's container layout: the output directory is
+``/var/spool/cwl``, inputs are staged under ``/var/lib/cwl`` and ``$TMPDIR`` is ``/tmp``. Where
+the TES runs tasks on this file system without containers (the embedded TES's host backend),
+the job keeps cwltool's own host paths, exactly as ``cwltool --no-container`` (staged by
+cwltool with symbolic links), and declares its inputs and output directory at those very paths,
+which that TES uses in place. Instead of building a ``docker run``, the job describes itself as
+a task:
 
 * the command line, the image (DockerRequirement, else the adapter's ``default_container``),
   stdin/stdout/stderr, the environment (EnvVarRequirement and CWL's HOME/TMPDIR);
@@ -30,6 +34,7 @@ import threading
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from cwltool.errors import WorkflowException
@@ -90,8 +95,6 @@ class TesRun:
 
 
 def _uri(path: str) -> str:
-    from pathlib import Path
-
     return Path(path).absolute().as_uri()
 
 
