@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 from pydantic import ValidationError
+from snakemake_executor_plugin_wes_bridge.direct import ShellJob, obstacle, shell_job
 from snakemake_executor_plugin_wes_bridge.executor import Executor, resolve_endpoint
 from snakemake_executor_plugin_wes_bridge.journal import Journal, final_failures, read_journal
 from snakemake_executor_plugin_wes_bridge.mapping import (
@@ -168,6 +170,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpecCheckedClient
 # The runs the tests below look at: (fixture, workflow_params, workflow_engine_parameters).
 RUNS: dict[str, tuple[str, dict[str, Any] | None, dict[str, Any]]] = {
     "hello": ("hello", {"name": "WES"}, {}),
+    "hello-snakemake": ("hello", {"name": "WES"}, {"job_command": "snakemake"}),
     "staged": ("fanout", {"parts": 2, "prefix": "staged"}, {"mode": "staged"}),
     "fail": ("fail", None, {}),
     "fanout": ("fanout", None, {}),
@@ -193,8 +196,9 @@ def test_fanout_of_20_jobs_lists_tasks_and_matches_a_direct_run(
 ) -> None:
     run_id = runs["fanout"]
     # The run's tasks are listed while it runs...
+    # (the parts take milliseconds each: the first task seen running may be the gather).
     first = _wait_for_running_task(node, run_id)
-    assert first["name"] == "part"
+    assert first["name"] in {"part", "gather"}
     assert node.get(f"{WES}/runs/{run_id}/status").json()["state"] == "RUNNING"
     expected = _direct_run("fanout", tmp_path)  # meanwhile, the reference
     assert node.wait(run_id, timeout=400) == "COMPLETE"
@@ -206,7 +210,21 @@ def test_fanout_of_20_jobs_lists_tasks_and_matches_a_direct_run(
     assert {t["exit_code"] for t in tasks} == {0}
     for task in tasks:
         assert task["tes_uri"].endswith(f"{TES}/tasks/{task['id']}")
-    assert len(_tes_tasks(node, run_id)) == 21
+    # The parts (a plain shell rule) ran their shell commands directly; the gather (a
+    # script: rule) ran Snakemake's job command.
+    tes_tasks = _tes_tasks(node, run_id, view="FULL")
+    assert len(tes_tasks) == 21
+    for tes_task in tes_tasks:
+        [executor] = tes_task["executors"]
+        command = executor["command"][2]
+        if tes_task["name"] == "part":
+            assert "-m snakemake" not in command
+            script = shlex.split(command)[-1]
+            assert script.startswith("set -euo pipefail;  (echo 'part "), command
+            assert "sed -n '" in script
+            assert executor["env"]["OMP_NUM_THREADS"] == "1"
+        else:
+            assert f"{sys.executable} -m snakemake" in command
 
     log = node.get(f"{WES}/runs/{run_id}").json()
     got = {rel: output["checksum"] for rel, output in log["outputs"].items()}
@@ -255,11 +273,34 @@ def test_hello_world_is_one_tes_task_with_config_from_params(
     assert tes_task["tags"]["wes_run_id"] == run_id
     assert tes_task["tags"]["wes_step"] == "hello"
     assert tes_task["tags"]["snakemake_jobid"] == "0"
-    # Shared mode declares no paths; the job runs Snakemake's own job command in the workdir.
+    # Shared mode declares no paths; the job runs its shell command, as Snakemake formats and
+    # runs it (bash in strict mode), in the working directory.
     assert not tes_task.get("inputs")
     assert not tes_task.get("outputs")
     [executor] = tes_task["executors"]
     assert executor["command"][:2] == ["/bin/sh", "-c"]
+    command = executor["command"][2]
+    assert command.startswith("cd ")
+    assert "-m snakemake" not in command
+    *_, exec_, shell, dash_c, script = shlex.split(command)
+    assert (exec_, Path(shell).name, dash_c) == ("exec", "bash", "-c")
+    assert script == "set -euo pipefail;  echo 'Hello, WES!' > results/hello.txt"
+
+
+@pytest.mark.integration
+def test_job_command_snakemake_runs_every_job_through_snakemake(
+    node: SpecCheckedClient, runs: dict[str, str]
+) -> None:
+    run_id = runs["hello-snakemake"]
+    assert node.wait(run_id, timeout=180) == "COMPLETE"
+
+    log = node.get(f"{WES}/runs/{run_id}").json()
+    assert log["run_log"]["cmd"][5:7] == ["--wes-bridge-job-command", "snakemake"]
+    path = Path(log["outputs"]["results/hello.txt"]["path"])
+    assert path.read_text() == "Hello, WES!\n"
+    [task] = _tasks(node, run_id)
+    tes_task = node.get(task["tes_uri"], params={"view": "FULL"}).json()
+    [executor] = tes_task["executors"]
     assert f"{sys.executable} -m snakemake" in executor["command"][2]
     assert "--mode 'remote'" in executor["command"][2]
 
@@ -287,14 +328,17 @@ def test_staged_mode_moves_files_as_tes_inputs_and_outputs(
         assert all(i["url"].startswith("file://") for i in inputs.values())
         [executor] = task["executors"]
         assert executor["workdir"] == workdir
-        assert "--shared-fs-usage 'none'" in executor["command"][2] or (
-            "--shared-fs-usage none" in executor["command"][2]
-        )
+        command = executor["command"][2]
         if task["name"] == "part":
             assert f"{workdir}/data/words.txt" in inputs
             assert any(o.startswith(f"{workdir}/parts/") for o in outputs)
             assert any(o.startswith(f"{workdir}/logs/") for o in outputs)
+            # A direct shell job: the task makes the output and log directories itself.
+            assert "-m snakemake" not in command
+            assert f"mkdir -p {workdir}/logs {workdir}/parts && " in command
+            assert "set -euo pipefail;  (echo " in command
         else:
+            assert "--shared-fs-usage 'none'" in command or "--shared-fs-usage none" in command
             assert {f"{workdir}/parts/{i}.txt" for i in (1, 2)} <= set(inputs)
             assert outputs == {f"{workdir}/results/summary.txt"}
 
@@ -312,22 +356,19 @@ def test_failing_step_is_an_executor_error_with_its_exit_code_and_stderr(
     assert _state(tasks["prepare"]) == "COMPLETE"
     explode = tasks["explode"]
     assert _state(explode) == "EXECUTOR_ERROR"
-    assert explode["exit_code"] not in (None, 0)
-    # The run's exit code is the failing task's (Snakemake's job process exits 1 whatever
-    # the rule's command returned; the command's own status is in the stderr tail).
-    assert log["run_log"]["exit_code"] == explode["exit_code"]
+    # The task ran the rule's shell command itself: its exit code is the command's, and the
+    # run's exit code is the failing task's.
+    assert explode["exit_code"] == 3
+    assert log["run_log"]["exit_code"] == 3
     logs = "\n".join(log["run_log"]["system_logs"])
-    assert (
-        f"step explode (TES task {explode['id']}) exited with code {explode['exit_code']}" in logs
-    )
+    assert f"step explode (TES task {explode['id']}) exited with code 3" in logs
     assert "about to fail" in logs
-    assert "returned non-zero exit status 3" in logs
     # What the run made before it failed is among the outputs.
     assert set(log["outputs"]) == {"results/prepared.txt"}
 
     stderr = node.get(log["run_log"]["stderr"]).text
     assert "Error in rule explode" in stderr
-    assert f"TES task {explode['id']} ended EXECUTOR_ERROR with exit code" in stderr
+    assert f"TES task {explode['id']} ended EXECUTOR_ERROR with exit code 3" in stderr
 
 
 @pytest.mark.integration
@@ -523,8 +564,26 @@ def test_status_checks_report_each_tes_state_to_snakemake(tmp_path: Path) -> Non
     assert executor._live == {"running", "queued", "slow"}
     # The job over its runtime is cancelled; it fails when the TES says CANCELED.
     assert fake.cancelled == ["slow"]
-    # Tasks 100 s old are checked every 10 s (a tenth of their age).
-    assert executor._poll_interval == 10
+    # "running" was first seen RUNNING just now: the next check comes after the floor.
+    assert executor._poll_interval == 0.5
+    active = [j for j in jobs if j.external_jobid in ("running", "queued", "slow")]
+    assert {j.external_jobid: j.aux["state"] for j in active} == {
+        "running": "RUNNING",
+        "queued": "QUEUED",
+        "slow": "RUNNING",
+    }
+    # Tasks 100 s in their state are checked every 10 s (a tenth of that time)...
+    now = time.monotonic()
+    for job in active:
+        job.aux["state_since"] = job.aux["running_since"] = now - 100
+    assert executor._next_interval(active) == 10
+    # ... a task running for 20 s every 2 s, however long it was queued before...
+    active[0].aux["running_since"] = now - 20
+    assert executor._next_interval(active) == pytest.approx(2, abs=0.01)
+    # ... and never more rarely than --seconds-between-status-checks.
+    for job in active:
+        job.aux["state_since"] = job.aux["running_since"] = now - 10000
+    assert executor._next_interval(active) == 10
     recorded = read_journal(tmp_path / "journal.jsonl")
     assert {(r["task_id"], r["state"]) for r in recorded} == {
         ("done", "COMPLETE"),
@@ -535,6 +594,180 @@ def test_status_checks_report_each_tes_state_to_snakemake(tmp_path: Path) -> Non
     fake.tasks["slow"] = _task_doc("CANCELED")
     assert asyncio.run(check()) == ["running", "queued"]
     assert "exceeded the job's runtime of 1 min" in failed["slow"]
+
+
+def test_a_new_job_is_checked_soon_whatever_the_pause() -> None:
+    import asyncio
+
+    executor = Executor.__new__(Executor)
+    executor.lock = threading.Lock()
+    executor._min_poll = 0.05
+    executor._poll_interval = 30.0
+    fresh = SubmittedJobInfo(
+        job=SimpleNamespace(jobid=1), external_jobid="t", aux={"submitted_at": time.monotonic()}
+    )
+    executor.active_jobs = [fresh]
+    start = time.monotonic()
+    asyncio.run(executor.sleep())
+    assert time.monotonic() - start < 5  # not the 30 s pause: the new job is due
+    # Once a check has seen it, the pause is the computed one.
+    fresh.aux["checked"] = True
+    executor._poll_interval = 0.2
+    start = time.monotonic()
+    asyncio.run(executor.sleep())
+    assert 0.15 < time.monotonic() - start < 5
+    # Snakemake shutting the executor down (it joins this thread) ends the pause at once.
+    executor._poll_interval = 30.0
+    executor.wait = False
+    start = time.monotonic()
+    asyncio.run(executor.sleep())
+    assert time.monotonic() - start < 5
+
+
+class _Flagged(str):
+    """A path with Snakemake flags (what temp(), touch(), pipe() ... make)."""
+
+    def __new__(cls, path: str, **flags: Any) -> _Flagged:
+        made = super().__new__(cls, path)
+        made.flags = flags  # type: ignore[attr-defined]
+        return made
+
+
+def _shell_rule_job(**changes: Any) -> SimpleNamespace:
+    rule: dict[str, Any] = {
+        "name": "part",
+        "is_shell": True,
+        "norun": False,
+        "is_script": False,
+        "is_notebook": False,
+        "is_wrapper": False,
+        "is_cwl": False,
+        "is_template_engine": False,
+        "cache": None,
+    }
+    rule.update(changes.pop("rule", {}))
+    job: dict[str, Any] = {
+        "rule": SimpleNamespace(**rule),
+        "is_group": lambda: False,
+        "is_shadow": False,
+        "benchmark": None,
+        "conda_env_spec": None,
+        "container_img_url": None,
+        "env_modules": None,
+        "input": ["data/words.txt"],
+        "output": ["parts/1.txt"],
+        "log": ["logs/part-1.log"],
+        "resources": {"_cores": 2},
+        "threads": 2,
+        "shellcmd": "sed -n 1p data/words.txt > parts/1.txt 2> logs/part-1.log",
+        "jobid": 3,
+        "attempt": 1,
+        "name": "part",
+    }
+    job.update(changes)
+    return SimpleNamespace(**job)
+
+
+def test_only_plain_shell_jobs_run_their_shell_command_directly() -> None:
+    assert obstacle(_shell_rule_job(), []) is None
+    refused = {
+        "run": _shell_rule_job(rule={"is_shell": False}),
+        "script": _shell_rule_job(rule={"is_shell": False, "is_script": True}),
+        "wrapper": _shell_rule_job(rule={"is_shell": False, "is_wrapper": True}),
+        "group": _shell_rule_job(is_group=lambda: True),
+        "shadow": _shell_rule_job(is_shadow=True),
+        "benchmark": _shell_rule_job(benchmark="bench/part-1.tsv"),
+        "cache": _shell_rule_job(rule={"cache": SimpleNamespace(output=True)}),
+        "pipe": _shell_rule_job(output=[_Flagged("parts/1.txt", pipe=True)]),
+        "storage": _shell_rule_job(input=[SimpleNamespace(is_storage=True)]),
+    }
+    for what, job in refused.items():
+        assert obstacle(job, []) is not None, what
+    # Deployment only matters where it is used.
+    conda = _shell_rule_job(conda_env_spec="envs/tools.yaml")
+    assert obstacle(conda, []) is None
+    assert obstacle(conda, [SimpleNamespace(name="CONDA")]) is not None
+    container = _shell_rule_job(container_img_url="docker://debian")
+    assert obstacle(container, [SimpleNamespace(name="APPTAINER")]) is not None
+    # The job process makes touch() outputs inside a staged task.
+    touched = _shell_rule_job(output=[_Flagged("done.flag", touch=True)])
+    assert obstacle(touched, []) is None
+    assert obstacle(touched, [], staged=True) is not None
+
+
+def test_a_direct_shell_job_runs_as_snakemakes_shell_would_run_it() -> None:
+    shell = shell_job(_shell_rule_job())
+    assert shell is not None
+    assert Path(shell.executable).name == "bash"
+    assert (
+        shell.script
+        == "set -euo pipefail;  sed -n 1p data/words.txt > parts/1.txt 2> logs/part-1.log"
+    )
+    assert shell.env["OMP_NUM_THREADS"] == "2"
+    assert "TMPDIR" not in shell.env
+    assert shell.tmpdir is None
+    custom = shell_job(_shell_rule_job(resources={"tmpdir": "/scratch/t", "shell_exec": "sh"}))
+    assert custom is not None
+    assert (custom.executable, custom.tmpdir, custom.env["TMPDIR"]) == (
+        "sh",
+        "/scratch/t",
+        "/scratch/t",
+    )
+    assert custom.script == "sed -n 1p data/words.txt > parts/1.txt 2> logs/part-1.log"
+    # A command too long for one argument goes through Snakemake's job process.
+    assert shell_job(_shell_rule_job(shellcmd="echo " + "x" * 70000)) is None
+
+
+def _task_executor(tmp_path: Path, mode: str) -> Executor:
+    executor = Executor.__new__(Executor)
+    executor.settings = SimpleNamespace(staged_workdir="/snakemake/workdir", job_command="auto")
+    executor.mode = mode
+    executor.workdir = str(tmp_path)
+    executor.python = sys.executable
+    executor.endpoint = resolve_endpoint("http://tes.example/v1", {})
+    executor.workflow = SimpleNamespace(
+        remote_execution_settings=SimpleNamespace(container_image="img", preemptible_rules=None),
+        deployment_settings=SimpleNamespace(deployment_method=[]),
+        dag=SimpleNamespace(get_unneeded_temp_files=lambda job: []),
+    )
+    executor.envvars = lambda: {"DECLARED": "1"}  # type: ignore[method-assign]
+    executor._sources = []
+    executor.run_tag = "tag"
+    return executor
+
+
+def test_direct_shell_tasks_in_shared_and_staged_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # Snakemake's working directory
+    job = _shell_rule_job()
+    shell = ShellJob("/bin/bash", "set -euo pipefail;  make it", {"OMP_NUM_THREADS": "2"})
+
+    shared = _task_executor(tmp_path, "shared")
+    assert shared.direct_shell(job) is not None
+    [executor] = shared.tes_task(job, shell)["executors"]
+    assert executor["env"] == {"DECLARED": "1", "OMP_NUM_THREADS": "2"}
+    command = executor["command"][2]
+    assert command.startswith(f"cd {shlex.quote(str(tmp_path))} && PATH=")
+    assert command.endswith("&& exec /bin/bash -c 'set -euo pipefail;  make it'")
+
+    staged = _task_executor(tmp_path, "staged")
+    task = staged.tes_task(job, shell)
+    [executor] = task["executors"]
+    assert executor["workdir"] == "/snakemake/workdir"
+    assert {o["path"] for o in task["outputs"]} == {
+        "/snakemake/workdir/parts/1.txt",
+        "/snakemake/workdir/logs/part-1.log",
+    }
+    log = "/snakemake/workdir/logs/part-1.log"
+    assert executor["command"][2].endswith(
+        "mkdir -p /snakemake/workdir/logs /snakemake/workdir/parts && "
+        "{ /bin/bash -c 'set -euo pipefail;  make it'; rc=$?; "
+        f"[ -e {log} ] || : > {log}; exit $rc; }}"
+    )
+    # job_command snakemake: never directly.
+    shared.settings.job_command = "snakemake"
+    assert shared.direct_shell(job) is None
 
 
 class _FakeBlockingTes:

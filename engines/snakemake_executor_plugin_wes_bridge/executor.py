@@ -1,9 +1,21 @@
 """The executor: every Snakemake job (or group job) is one GA4GH TES task.
 
-A task runs Snakemake's own job command (``python -m snakemake --target-jobs ... --mode
-remote``), so everything Snakemake does for a job (shell, run, script and wrapper rules,
-conda/apptainer, benchmarks, logs, shadow directories) happens inside the task as it would on
-a cluster node. How the task sees the files depends on the mode:
+What a task runs (``--wes-bridge-job-command``):
+
+* **auto** (default): a job of a plain ``shell:`` rule that needs nothing only Snakemake's job
+  process provides runs its own shell command, formatted by Snakemake as its ``shell()`` would
+  run it (``bash -c 'set -euo pipefail; ...'``), after the executor has prepared the job here as
+  the job process would (removed stale outputs, created the output and log directories); the
+  task's exit code is the command's. See :mod:`.direct` for which jobs qualify. Every other job
+  runs Snakemake's own job command, as under ``snakemake``.
+* **snakemake**: every task runs Snakemake's job command (``python -m snakemake --target-jobs
+  ... --mode remote``), so everything Snakemake does for a job (shell, run, script and wrapper
+  rules, conda/apptainer, benchmarks, logs, shadow directories) happens inside the task as it
+  would on a cluster node.
+
+Either way the main Snakemake process handles the job's success or failure (output checks with
+``--latency-wait``, ``touch()``, ``temp()``, ``protected()``, metadata) as for any remote
+executor. How the task sees the files depends on the mode:
 
 * **shared** (default): the task changes into this run's working directory, which the TES's
   executors see at the same path, and runs the job there. It declares no inputs, outputs or
@@ -21,10 +33,14 @@ tag unique to this Snakemake process that the status checks list tasks by.
 
 Status checks never block Snakemake: they run on its status thread with an asyncio TES client,
 a few concurrent ``GET /tasks/{id}`` (MINIMAL view) for a handful of jobs, one tag-filtered
-``GET /tasks`` listing for many, every tenth of the youngest active task's age (so the end of a
-job is noticed within about a tenth of its duration). COMPLETE is a success; EXECUTOR_ERROR,
-SYSTEM_ERROR, CANCELED and PREEMPTED are failures reported with the state, exit code and stderr
-tail; every other state is still active.
+``GET /tasks`` listing for many. The pause between checks is a tenth of the time the youngest
+active task has been in its state (RUNNING: since it was first seen running, so queue time does
+not count), at least ``--wes-bridge-poll-seconds`` and at most
+``--seconds-between-status-checks``; a newly submitted job brings the next check forward to
+within that floor. So the end of a job is noticed within about a tenth of its run time, and a
+short job within a fraction of a second. COMPLETE is a success; EXECUTOR_ERROR, SYSTEM_ERROR,
+CANCELED and PREEMPTED are failures reported with the state, exit code and stderr tail; every
+other state is still active.
 
 On SIGTERM (a cancelled WES run, a batch system's time limit) the executor cancels every task
 it has submitted and submits no more, while Snakemake's scheduler winds down.
@@ -55,6 +71,7 @@ from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from wes_bridge.plugin import STEP_TAG, TesEndpoint
 from wes_bridge.tes.client import AsyncTesClient, TesClient, TesError
 
+from .direct import ShellJob, obstacle, shell_job, staged_script
 from .journal import Journal
 from .mapping import (
     Verdict,
@@ -78,7 +95,8 @@ CONCURRENT_GETS = 8
 TES_OUTAGE_SECONDS = 600.0
 """How long status checks may keep failing before the workflow is given up."""
 POLL_FRACTION = 0.1
-"""Status checks come every this fraction of the youngest active task's age (within limits)."""
+"""Status checks come every this fraction of the time the youngest active task has been in its
+state (within limits)."""
 _GONE = "NOT_FOUND"
 
 
@@ -122,7 +140,8 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
     """Snakemake jobs as TES tasks (see the module documentation)."""
 
     # RemoteExecutor starts the status thread before __post_init__ runs; it reads these.
-    _poll_interval: float = 0.5
+    _poll_interval: float = 0.25
+    _min_poll: float = 0.25
     _async_client: AsyncTesClient | None = None
 
     def __post_init__(self) -> None:
@@ -132,6 +151,10 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
         self.settings: ExecutorSettings = settings
         if settings.mode not in ("shared", "staged"):
             raise WorkflowError(f"--wes-bridge-mode must be shared or staged, not {settings.mode}")
+        if settings.job_command not in ("auto", "snakemake"):
+            raise WorkflowError(
+                f"--wes-bridge-job-command must be auto or snakemake, not {settings.job_command}"
+            )
         self.endpoint = resolve_endpoint(settings.url)
         if settings.mode == "shared" and (
             self.endpoint.uses_containers or not self.endpoint.shared_filesystem
@@ -198,16 +221,39 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
         message = None if job.is_group() else getattr(job, "message", None)
         return f"{text}: {message}" if message else text
 
-    def tes_task(self, job: JobExecutorInterface) -> dict[str, Any]:
-        """The TES task that runs ``job``."""
-        command = self.format_job_exec(job)
+    def direct_shell(self, job: JobExecutorInterface) -> ShellJob | None:
+        """How a task runs ``job``'s shell command directly; None where it runs Snakemake's
+        job command (see :mod:`.direct`)."""
+        if self.settings.job_command != "auto":
+            return None
+        methods = self.workflow.deployment_settings.deployment_method
+        try:
+            if obstacle(job, methods, staged=self.mode == "staged") is not None:
+                return None
+            return shell_job(job, in_containers=self.endpoint.uses_containers)
+        except Exception as exc:  # e.g. the command does not format: the job process says why
+            self.logger.debug(f"Job {job.jobid} runs Snakemake's job command: {exc}")
+            return None
+
+    def tes_task(self, job: JobExecutorInterface, shell: ShellJob | None = None) -> dict[str, Any]:
+        """The TES task that runs ``job``: its shell command directly when ``shell`` is given
+        (see :meth:`direct_shell`), else Snakemake's job command."""
+        env = {str(k): str(v) for k, v in self.envvars().items()}
+        if shell is None:
+            command = self.format_job_exec(job)
+        else:
+            env.update(shell.env)
+            if self.mode == "staged":
+                command = self._staged_shell(job, shell)
+            else:
+                command = "exec " + shell.invocation()
         if posixpath.isabs(self.python):
             # Tools of the interpreter's environment come first, as for Snakemake's own jobs.
             bindir = shlex.quote(posixpath.dirname(self.python))
             command = f'PATH={bindir}:"$PATH" && export PATH && {command}'
         executor: dict[str, Any] = {
             "image": self.workflow.remote_execution_settings.container_image,
-            "env": {str(k): str(v) for k, v in self.envvars().items()},
+            "env": env,
         }
         inputs: list[dict[str, Any]] = []
         outputs: list[dict[str, Any]] = []
@@ -228,6 +274,15 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
         }
 
     # -- staged mode --------------------------------------------------------------------------
+    def _staged_shell(self, job: JobExecutorInterface, shell: ShellJob) -> str:
+        """A staged direct job's script: its directories, its command, its empty logs."""
+        outputs = [self._container_path(str(f)) for f in self._local([*job.output, *job.log])]
+        directories = [posixpath.dirname(p) for p in outputs]
+        if shell.tmpdir:
+            directories.append(shell.tmpdir)
+        logs = [self._container_path(str(f)) for f in self._local(job.log)]
+        return staged_script(shell, directories, logs)
+
     def _container_path(self, path: str) -> str:
         absolute = os.path.abspath(path)
         relative = os.path.relpath(absolute, self.workdir)
@@ -318,8 +373,17 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
         if self._terminating.is_set():
             self._not_submitted(job, f"Job {job.jobid} ({step}) not submitted: terminating")
             return
+        shell = self.direct_shell(job)
+        if shell is not None:
+            # What the job process would do first: remove stale outputs, create the output
+            # and log directories (the main process's own job handling does neither).
+            try:
+                self.workflow.async_run(job.prepare())
+            except Exception as exc:
+                self._not_submitted(job, f"Could not prepare job {job.jobid} ({step}): {exc}")
+                return
         try:
-            task = self.tes_task(job)
+            task = self.tes_task(job, shell)
             task_id = self.client.create_task(task)
         except (TesError, OSError) as exc:
             self._not_submitted(job, f"Could not submit job {job.jobid} ({step}) to the TES: {exc}")
@@ -328,13 +392,18 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
             self._live.add(task_id)
         if self._terminating.is_set():  # SIGTERM came while the task was being created
             self._cancel(task_id)
-        self._record("submitted", job, task_id=task_id)
-        self.logger.info(f"Job {job.jobid} ({step}) is TES task {task_id}")
-        self._poll_interval = self._min_poll
+        command = "snakemake" if shell is None else "shell"
+        self._record("submitted", job, task_id=task_id, command=command)
+        how = "Snakemake's job command" if shell is None else "its shell command"
+        self.logger.info(f"Job {job.jobid} ({step}) is TES task {task_id}, running {how}")
+        now = time.monotonic()
         aux: dict[str, Any] = {
             "step": step,
-            "submitted_at": time.monotonic(),
+            "submitted_at": now,
+            "command": command,
             "runtime": runtime_seconds(job.resources),
+            "state": "QUEUED",
+            "state_since": now,
             "running_since": None,
             "timed_out_after": None,
         }
@@ -356,13 +425,39 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
                 self._async_client = None
 
     async def sleep(self) -> None:
-        await asyncio.sleep(self._poll_interval)
+        """Pause until the next status check is due: ``_poll_interval`` from now, or sooner,
+        ``poll_seconds`` after the submission of a job not checked yet (that interval was
+        computed without it), or at once when Snakemake shuts the executor down (it waits for
+        this thread). Sleeps in slices of ``poll_seconds``."""
+        begin = time.monotonic()
+        while getattr(self, "wait", True):
+            due = begin + self._poll_interval
+            fresh = self._unchecked_since()
+            if fresh is not None:
+                due = min(due, fresh + self._min_poll)
+            left = due - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, self._min_poll))
+
+    def _unchecked_since(self) -> float | None:
+        """When the earliest submitted job that no status check has seen yet was submitted."""
+        with self.lock:
+            times = [
+                float(info.aux["submitted_at"])
+                for info in self.active_jobs
+                if info.aux and "submitted_at" in info.aux and not info.aux.get("checked")
+            ]
+        return min(times, default=None)
 
     async def check_active_jobs(
         self, active_jobs: list[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:
             return
+        for info in active_jobs:
+            if info.aux is not None:
+                info.aux["checked"] = True
         client = self._client_async()
         try:
             states = await self._states(client, [str(j.external_jobid) for j in active_jobs])
@@ -373,10 +468,12 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
             return
         self._last_poll_ok = time.monotonic()
         still_active = []
+        now = time.monotonic()
         for info in active_jobs:
             state = states.get(str(info.external_jobid))
             verdict = classify(state) if state != _GONE else Verdict.FAILURE
             if verdict is Verdict.ACTIVE:
+                self._observe(info, state, now)
                 await self._enforce_runtime(client, info, state)
                 still_active.append(info)
                 yield info
@@ -389,21 +486,41 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
                 await self._report_failure(client, info, state)
         self._poll_interval = self._next_interval(still_active)
 
+    @staticmethod
+    def _observe(info: SubmittedJobInfo, state: str | None, now: float) -> None:
+        """Note when an active task was first seen in its current state (and running)."""
+        aux = info.aux if info.aux is not None else {}
+        if state != aux.get("state"):
+            aux["state"] = state
+            aux["state_since"] = now
+        if state == "RUNNING" and aux.get("running_since") is None:
+            aux["running_since"] = now
+
     def _next_interval(self, active_jobs: list[SubmittedJobInfo]) -> float:
         """The pause before the next status check: a tenth of the time the youngest active
-        task has existed, between ``poll_seconds`` and ``--seconds-between-status-checks``.
+        task has been in its state (a RUNNING task: since it was first seen RUNNING, so the
+        time it waited in the TES's queue does not count), between ``poll_seconds`` and
+        ``--seconds-between-status-checks``.
 
-        A job is noticed to have ended after at most about a tenth of its duration, and a long
-        run with long jobs is not polled more than it needs to be.
+        A job is noticed to have ended after at most about a tenth of its run time (a short
+        one after about ``poll_seconds``), and a long run with long jobs is not polled more
+        than it needs to be.
         """
         ceiling = max(
             self._min_poll,
             float(self.workflow.remote_execution_settings.seconds_between_status_checks),
         )
+        if not active_jobs:
+            return ceiling  # a submission brings the next check forward
         now = time.monotonic()
-        ages = [now - float((info.aux or {}).get("submitted_at", now)) for info in active_jobs]
-        youngest = min(ages, default=0.0)
-        return min(ceiling, max(self._min_poll, youngest * POLL_FRACTION))
+        ages = []
+        for info in active_jobs:
+            aux = info.aux or {}
+            since = aux.get("running_since") if aux.get("state") == "RUNNING" else None
+            if since is None:
+                since = aux.get("state_since", aux.get("submitted_at", now))
+            ages.append(now - float(since))
+        return min(ceiling, max(self._min_poll, min(ages) * POLL_FRACTION))
 
     async def _states(self, client: AsyncTesClient, task_ids: list[str]) -> dict[str, str]:
         """The state of every task in ``task_ids`` (``_GONE`` for a task the TES does not

@@ -11,9 +11,10 @@ from typing import Literal, Optional
 
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
-__all__ = ["DEFAULT_STAGED_WORKDIR", "ExecutorSettings", "Mode", "common_settings"]
+__all__ = ["DEFAULT_STAGED_WORKDIR", "ExecutorSettings", "JobCommand", "Mode", "common_settings"]
 
 Mode = Literal["shared", "staged"]
+JobCommand = Literal["auto", "snakemake"]
 
 DEFAULT_STAGED_WORKDIR = "/snakemake/workdir"
 """Where a staged job works inside its task (a container path the TES maps or mounts)."""
@@ -55,12 +56,26 @@ class ExecutorSettings(ExecutorSettingsBase):  # type: ignore[misc]
             "'python' when it runs them in containers.",
         },
     )
+    job_command: JobCommand = field(
+        default="auto",
+        metadata={
+            "help": "What a task runs. auto: a job of a plain shell rule (no run/script/"
+            "notebook/wrapper/template engine, shadow, benchmark, conda/container/"
+            "envmodules deployment, group, pipe or service) runs its own shell command "
+            "directly (bash -c 'set -euo pipefail; ...', as Snakemake's shell() runs it), "
+            "prepared here as Snakemake's job process would; its task's exit code is the "
+            "command's. Every other job runs Snakemake's job command. snakemake: every task "
+            "runs Snakemake's job command (python -m snakemake --target-jobs ...).",
+        },
+    )
     poll_seconds: float = field(
-        default=0.5,
+        default=0.25,
         metadata={
             "help": "The shortest pause (seconds) between status checks. The pause is a "
-            "tenth of the age of the youngest active task, within this and "
-            "--seconds-between-status-checks.",
+            "tenth of the time the youngest active task has been in its state (a running "
+            "task: since it was seen running), within this and "
+            "--seconds-between-status-checks; a new job is checked this long after its "
+            "submission.",
         },
     )
     journal: Optional[Path] = field(  # noqa: UP045

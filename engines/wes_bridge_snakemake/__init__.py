@@ -28,9 +28,19 @@ Outputs
     ``{relative path: {"class": "File", "location": file URL, "path", "basename", "size",
     "checksum": "sha1$..."}}`` for each of those files, also after a failure (what was made).
 
+Job commands (``job_command``, per run or as the node's setting)
+    ``auto`` (default): a job of a plain ``shell:`` rule is a task that runs the rule's shell
+    command itself (as Snakemake runs it: ``bash -c 'set -euo pipefail; ...'``), which saves
+    starting a Snakemake per job; every other job (``run:``, ``script:``, ``wrapper:``,
+    shadow, benchmark, conda/container, group jobs) runs Snakemake's job command. ``snakemake``:
+    every task runs Snakemake's job command. See :mod:`snakemake_executor_plugin_wes_bridge`.
+
 Failures
     A failed job makes the run EXECUTOR_ERROR with the exit code of the failing job's task and,
-    in ``system_logs``, the step, its TES task id, exit code and the tail of its stderr.
+    in ``system_logs``, the step, its TES task id, exit code and the tail of its stderr. A
+    direct shell job's exit code is its command's own (``exit 3`` gives 3); a job running
+    Snakemake's job command exits 1 whatever its rule did (the rule's status is in the
+    stderr tail).
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ PARAMS_FILE = ".wes-workflow-params.json"
 JOURNAL_FILE = "snakemake-tasks.jsonl"
 """The executor's record of every task (in the run's work directory)."""
 Mode = Literal["shared", "staged"]
+JobCommand = Literal["auto", "snakemake"]
 
 
 class SnakemakeSettings(EngineSettings):
@@ -71,8 +82,16 @@ class SnakemakeSettings(EngineSettings):
     """The image of every task (where the TES runs containers; it needs Snakemake). Default:
     Snakemake's own image of this Snakemake version."""
     seconds_between_status_checks: int = Field(10, ge=1, le=600)
-    """The longest pause between checks of a run's TES tasks (they are checked every half
-    second while tasks change state, less often when nothing happens)."""
+    """The longest pause between checks of a run's TES tasks (they are checked a quarter of a
+    second after a job is submitted, then every tenth of the time a task has been running or
+    queued, within a quarter of a second and this)."""
+    job_command: JobCommand = "auto"
+    """What the tasks run (a run's ``job_command`` parameter overrides it). auto: a job of a
+    plain ``shell:`` rule runs its own shell command directly (``bash -c 'set -euo pipefail;
+    ...'``, as Snakemake runs it), so the task's exit code is the command's; every other job
+    (``run:``, ``script:``, ``wrapper:``, ``notebook:``, shadow, benchmark, conda/container,
+    group jobs) runs Snakemake's job command (``python -m snakemake --target-jobs ...``).
+    snakemake: every task runs Snakemake's job command."""
     max_jobs: int = Field(1000, ge=1)
     """The largest ``jobs`` a run may ask for."""
 
@@ -117,6 +136,9 @@ class SnakemakeParameters(EngineParameters):
     """Seconds to wait for a job's outputs to appear (snakemake --latency-wait)."""
     verbose: bool = False
     """Debug output in the run's log (snakemake --verbose)."""
+    job_command: JobCommand | None = None
+    """What the tasks run: auto (a plain shell rule's job runs its shell command directly) or
+    snakemake (every job runs Snakemake's job command); default: the node's setting (auto)."""
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -233,7 +255,8 @@ class SnakemakeAdapter(EngineAdapter):
             configfile = workdir / PARAMS_FILE
             configfile.write_text(json.dumps(run.params), encoding="utf-8")
         journal = ctx.work_dir / JOURNAL_FILE
-        cmd = self._command(snakefile.relative_to(workdir), configfile, params, mode)
+        job_command = params.job_command or self.settings.job_command
+        cmd = self._command(snakefile.relative_to(workdir), configfile, params, mode, job_command)
         # The executor (in this process) reads the TES endpoint, credentials included, from
         # the environment; no command line ever carries them.
         os.environ.update(ctx.tes.credential_env())
@@ -248,7 +271,7 @@ class SnakemakeAdapter(EngineAdapter):
         cancelled = False
         os.chdir(workdir)
         try:
-            error = self._run(snakefile, configfile, journal, params, mode)
+            error = self._run(snakefile, configfile, journal, params, mode, job_command)
         except KeyboardInterrupt:
             cancelled = True
             error = "Snakemake was interrupted"
@@ -290,6 +313,7 @@ class SnakemakeAdapter(EngineAdapter):
         journal: Path,
         params: SnakemakeParameters,
         mode: Mode,
+        job_command: JobCommand,
     ) -> str | None:
         """Run Snakemake in this process (the working directory is the current one); None on
         success, else what went wrong (Snakemake has logged it)."""
@@ -343,7 +367,9 @@ class SnakemakeAdapter(EngineAdapter):
                         latency_wait=params.latency_wait,
                     ),
                     remote_execution_settings=remote,
-                    executor_settings=ExecutorSettings(mode=mode, journal=journal),
+                    executor_settings=ExecutorSettings(
+                        mode=mode, journal=journal, job_command=job_command
+                    ),
                 )
             except Exception as exc:
                 api.print_exception(exc)
@@ -352,7 +378,11 @@ class SnakemakeAdapter(EngineAdapter):
 
     @staticmethod
     def _command(
-        snakefile: Path, configfile: Path | None, params: SnakemakeParameters, mode: Mode
+        snakefile: Path,
+        configfile: Path | None,
+        params: SnakemakeParameters,
+        mode: Mode,
+        job_command: JobCommand = "auto",
     ) -> list[str]:
         """The Snakemake command line equivalent to the run (for the run log)."""
         cmd = [
@@ -361,6 +391,8 @@ class SnakemakeAdapter(EngineAdapter):
             "wes-bridge",
             "--wes-bridge-mode",
             mode,
+            "--wes-bridge-job-command",
+            job_command,
             "--snakefile",
             str(snakefile),
             "--jobs",
