@@ -244,6 +244,10 @@ class TesJob(ContainerCommandLineJob):
                 continue
             seen.add(target)
             self._input(target, target, _kind(entry.type))
+        if self.stdin and self.stdin not in seen and os.path.isfile(self.stdin):
+            # stdin may be a literal cwltool wrote while staging (e.g. inside a Directory
+            # literal): declared too, so the TES reads it where it is.
+            self._input(self.stdin, self.stdin, "FILE")
 
     def _task(self, image: str, runtimeContext: Any) -> dict[str, Any]:
         outdir = self.builder.outdir
