@@ -10,13 +10,13 @@ and is hard-linked into the run's outputs directory at the same relative path.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from wes_bridge.tes.paths import link_or_copy
 
 __all__ = [
     "IGNORED_DIRS",
@@ -37,15 +37,6 @@ Signature = tuple[int, int, int, int]
 _CHUNK = 1 << 20
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
-            raise
-        shutil.copy2(source, target)
-
-
 def mirror(source: Path, target: Path) -> None:
     """Make ``target`` a mirror of ``source``: the same directories, files hard-linked (copied
     where a link is impossible), symbolic links recreated as they are."""
@@ -64,7 +55,7 @@ def mirror(source: Path, target: Path) -> None:
             if origin.is_symlink():
                 os.symlink(os.readlink(origin), there / name)
             else:
-                _link_or_copy(origin, there / name)
+                link_or_copy(origin, there / name)
 
 
 def _files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -116,7 +107,7 @@ def publish(root: Path, before: dict[str, Signature], outputs_dir: Path) -> list
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():
             target.unlink()
-        _link_or_copy(source, target)
+        link_or_copy(source, target)
         published.append(rel)
     return published
 

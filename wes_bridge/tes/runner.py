@@ -10,12 +10,10 @@ does not disturb it, and a restarted scheduler re-attaches to it or reads its re
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +39,7 @@ from .backends import (
     make_backend,
 )
 from .models import TesExecutor, TesInput, TesOutput, TesTask, has_wildcards
-from .paths import local_path, within
+from .paths import link_or_copy, local_path, within
 
 __all__ = ["TaskFiles", "TaskLaunch", "runner_main"]
 
@@ -388,12 +386,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         target.unlink()
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
-            raise
-        shutil.copy2(source, target)
+    link_or_copy(source, target)
 
 
 def _stage_input(run: _Run, item: TesInput) -> None:
