@@ -24,15 +24,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.env = env or {}
         self.base = f"http://127.0.0.1:{port}{WES}"
         self.log = data_dir.parent / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "WES_BRIDGE_CANCEL_GRACE_SECONDS": "2"}
+        env = {**os.environ, "WES_BRIDGE_CANCEL_GRACE_SECONDS": "2", **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [

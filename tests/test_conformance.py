@@ -75,3 +75,67 @@ def test_required_conformance_matches_cwltool(tmp_path: Path) -> None:
     assert len(direct.outcomes) == len(through_wes.outcomes) > 80
     lost = sorted({o.name for o in direct.passed} - {o.name for o in through_wes.passed})
     assert not lost, f"pass with cwltool directly but not through wes-bridge: {lost}"
+
+
+#: Conformance tests that Toil-on-TES runs in CI, one or two per feature a step's TES task must
+#: carry: stdin/stdout, a plain workflow, output and literal directories, secondaryFiles through
+#: a workflow, successCodes, records with defaults, scatter, EnvVarRequirement, writable
+#: InitialWorkDir, a subworkflow and ResourceRequirement. All of them pass with toil-cwl-runner
+#: directly. (The full suite is measured outside CI: see tests/conformance/README.md.)
+TOIL_SUBSET = (
+    "stdinout_redirect",
+    "wf_simple",
+    "directory_output",
+    "stdin_from_directory_literal_with_literal_file",
+    "secondary_files_workflow_propagation",
+    "success_codes",
+    "record_with_default",
+    "wf_scatter_two_dotproduct",
+    "envvar_req",
+    "writable_stagedfiles",
+    "nested_workflow_noexp",
+    "dynamic_resreq_inputs",
+)
+
+
+def test_toil_on_tes_conformance_subset(tmp_path: Path) -> None:
+    """A fixed subset of the suite through Toil's WES client to a node whose CWL engine is
+    Toil, each step of every run a task on the node's TES."""
+    runner = _toil_client()
+    suite = Path(os.environ.get("WES_BRIDGE_CWL_CONFORMANCE", DEFAULT_SUITE))
+    jobs = int(os.environ.get("WES_BRIDGE_CONFORMANCE_JOBS", "2"))
+    server = Server(
+        tmp_path / "data", free_port(), env={"WES_BRIDGE_DEFAULT_ENGINES": '{"CWL": "toil"}'}
+    )
+    server.start()
+    try:
+        result = run_conformance(
+            Config(
+                tool=TOIL_RUNNER,
+                wes_url=server.base,
+                runner=str(runner),
+                suite_dir=suite,
+                tags=None,
+                names=",".join(TOIL_SUBSET),
+                jobs=jobs,
+                junit_xml=tmp_path / "toil-on-tes.xml",
+            )
+        )
+        runs = server.get("/runs", params={"page_size": 100}).json()["runs"]
+        logs = [server.get(f"/runs/{r['run_id']}").json() for r in runs]
+        tasks = {
+            log["run_id"]: server.get(f"/runs/{log['run_id']}/tasks").json()["task_logs"]
+            for log in logs
+        }
+    finally:
+        server.stop(signal.SIGTERM)
+    print(f"\nToil on wes-bridge's TES (Toil's WES client): {result.summary_line()}")
+    assert sorted(o.name for o in result.outcomes) == sorted(TOIL_SUBSET)
+    assert not result.failed, [(o.name, o.message[:300]) for o in result.failed]
+    # Every run was Toil's, and every one ran its steps as TES tasks that completed.
+    assert len(logs) == len(TOIL_SUBSET)
+    for log in logs:
+        assert log["request"]["workflow_engine"] == "toil", log["request"]
+        assert log["run_log"]["cmd"][0] == "toil-cwl-runner", log["run_log"]["cmd"]
+        assert tasks[log["run_id"]], f"run {log['run_id']} sent no task to the TES"
+        assert all(t["exit_code"] == 0 for t in tasks[log["run_id"]]), tasks[log["run_id"]]
