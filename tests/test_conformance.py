@@ -2,18 +2,23 @@
 
 cwltest drives Toil's real WES client, `toil-wes-cwl-runner`, against a live `wes-bridge
 serve`; the same tests also run through `cwltool --no-container` directly, in the same test.
-Every test that cwltool passes directly must also pass through wes-bridge.
+Every test that cwltool passes directly must also pass through wes-bridge. A fixed subset also
+runs through Toil's WES client to a node whose CWL engine is Toil on its TES, and the tests that
+Toil's client cannot upload whole are sent with every file attached.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from .conformance.run_conformance import (
     CWLTOOL,
@@ -139,3 +144,89 @@ def test_toil_on_tes_conformance_subset(tmp_path: Path) -> None:
         assert log["run_log"]["cmd"][0] == "toil-cwl-runner", log["run_log"]["cmd"]
         assert tasks[log["run_id"]], f"run {log['run_id']} sent no task to the TES"
         assert all(t["exit_code"] == 0 for t in tasks[log["run_id"]]), tasks[log["run_id"]]
+
+
+#: Tests that pass with cwltool directly but fail through Toil's WES client whatever the server
+#: does: the client finds the files to upload with `cwltool --print-deps`, which lists neither
+#: an `$include`d expression library nor the secondaryFiles of a `default` input. With those
+#: files attached, as a WES client may, each passes through wes-bridge. Per test: the workflow
+#: (relative to the suite's tests/), its job file, and every file the run needs.
+CLIENT_GAPS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
+    "initworkdir_expreng_requirements": (
+        "template-tool.cwl",
+        "cat-job.json",
+        ("template-tool.cwl", "underscore.js", "hello.txt"),
+    ),
+    **{
+        f"mixed_version_{v}_wf": (
+            f"mixed-versions/wf-{v}.cwl",
+            None,
+            tuple(
+                f"mixed-versions/{name}"
+                for name in (
+                    f"wf-{v}.cwl",
+                    *("tool-v10.cwl", "tool-v11.cwl", "tool-v12.cwl"),
+                    *("hello.txt", "hello.txt.2"),
+                )
+            ),
+        )
+        for v in ("v10", "v11", "v12")
+    },
+}
+
+
+def _expected_outputs(suite: Path, index: str = "conformance_tests.yaml") -> dict[str, Any]:
+    """Each test's expected output object, by id, following the index's `$import`s."""
+    found: dict[str, Any] = {}
+    for entry in yaml.safe_load((suite / index).read_text()):
+        if "$import" in entry:
+            found.update(_expected_outputs(suite, entry["$import"]))
+        elif "id" in entry:
+            found[entry["id"]] = entry.get("output") or {}
+    return found
+
+
+def test_client_gaps_pass_with_every_file_attached(tmp_path: Path) -> None:
+    suite = Path(os.environ.get("WES_BRIDGE_CWL_CONFORMANCE", DEFAULT_SUITE))
+    expected = _expected_outputs(suite)
+    server = Server(tmp_path / "data", free_port())
+    server.start()
+    try:
+        ids = {}
+        for name, (workflow, job, files) in CLIENT_GAPS.items():
+            folder = Path(workflow).parent
+            params = json.loads((suite / "tests" / job).read_text()) if job else {}
+            attachments = [
+                (
+                    "workflow_attachment",
+                    (Path(f).relative_to(folder).as_posix(), (suite / "tests" / f).read_bytes()),
+                )
+                for f in files
+            ]
+            data = {
+                "workflow_type": "CWL",
+                "workflow_type_version": "v1.2",
+                "workflow_url": Path(workflow).name,
+                "workflow_params": json.dumps(params),
+            }
+            response = server.request("POST", "/runs", data=data, files=attachments)
+            assert response.status_code == 200, response.text
+            ids[name] = response.json()["run_id"]
+        for name, run_id in ids.items():
+            log = server.wait(run_id, timeout=300)
+            assert log["state"] == "COMPLETE", (name, log["run_log"])
+            tasks = server.get(f"/runs/{run_id}/tasks").json()["task_logs"]
+            assert tasks, name
+            assert all(t["exit_code"] == 0 for t in tasks), (name, tasks)
+            outputs = log["outputs"]
+            assert isinstance(outputs, dict)
+            assert set(outputs) == set(expected[name]), name
+            for output_id, want in expected[name].items():
+                got = outputs[output_id]
+                assert (got["basename"], got["checksum"], got["size"]) == (
+                    want["location"],
+                    want["checksum"],
+                    want["size"],
+                ), (name, output_id)
+    finally:
+        server.stop(signal.SIGTERM)
