@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(
         10.0, ge=0, description="SIGTERM-to-SIGKILL wait when cancelling a run."
     )
+    resume_attempts: int = Field(
+        1,
+        ge=0,
+        description="How many times a run whose engine driver was lost (the machine "
+        "restarted, the driver was killed) is started again, for engines that can resume "
+        "(Nextflow, with -resume); 0: such runs end SYSTEM_ERROR.",
+    )
     max_upload_bytes: int = Field(
         1 << 30, ge=1, description="Largest accepted POST /runs body, attachments included."
     )

@@ -72,6 +72,17 @@ class RunFiles:
     def work_dir(self) -> Path:
         return self.run_dir / "work"
 
+    @property
+    def resumes(self) -> Path:
+        """How many times the run was started again after its driver was lost (absent: 0)."""
+        return self.run_dir / "resumes"
+
+    def resumes_done(self) -> int:
+        try:
+            return int(self.resumes.read_text(encoding="ascii").strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
 
 @dataclass(frozen=True)
 class DriverLaunch:
@@ -158,6 +169,7 @@ def _driver_main(launch: DriverLaunch) -> None:
             work_dir=files.work_dir,
             tasks=TaskReporter(files.events),
             tes=launch.tes,
+            resumed=files.resumes_done(),
         )
         outcome = adapter.drive(ctx)
     except BaseException as exc:  # the run must end with a result, whatever happened

@@ -66,6 +66,7 @@ __all__ = [
     "EngineAdapter",
     "EngineParameters",
     "EngineSettings",
+    "FinalState",
     "InvalidRunRequest",
     "RunSpec",
     "TaskReporter",
@@ -310,6 +311,11 @@ class DriverContext:
     tes: TesEndpoint | None = None
     """The node's TES, where the run's steps are to be submitted (None only where a node
     runs without one, e.g. tests of the core)."""
+    resumed: int = 0
+    """How many times this run was started again after its driver was lost (the machine
+    restarted, the driver was killed) before it ended: 0 at the first start. Only adapters with
+    :attr:`EngineAdapter.supports_resume` are started again; the run directory is as the lost
+    driver left it, so the engine can keep the work that had completed."""
 
 
 @dataclass
@@ -340,7 +346,10 @@ class EngineAdapter(ABC):
     settings_model: ClassVar[type[EngineSettings]] = EngineSettings
     parameters_model: ClassVar[type[EngineParameters]] = EngineParameters
     supports_resume: ClassVar[bool] = False
-    """True if :meth:`drive` can pick up a run whose earlier driver died (e.g. a restart)."""
+    """True if :meth:`drive` can pick up a run whose earlier driver was lost (e.g. the machine
+    restarted): the node then starts the run again (up to ``resume_attempts`` times) with
+    :attr:`DriverContext.resumed` set, after cancelling the TES tasks the lost driver left.
+    False: such a run ends SYSTEM_ERROR."""
     warm_modules: ClassVar[tuple[str, ...]] = ()
     """Modules imported once in the warm driver process (import-time warm-up is allowed)."""
 

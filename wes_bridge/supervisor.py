@@ -376,7 +376,55 @@ class Supervisor:
         if asked:
             log.info("run %s: asked the TES to cancel %d task(s)", run_id, asked)
 
+    def _resume(self, run_id: str, files: RunFiles, engine_id: str, why: str) -> bool:
+        """Queue a run whose driver was lost to start again, if its engine can resume and
+        the run has attempts left; True if it was. The tasks the lost driver left on the TES
+        are cancelled first (and waited for, a little), so the new driver starts alone."""
+        engine = self.registry.engines.get(engine_id)
+        if engine is None or not engine.adapter.supports_resume:
+            return False
+        done = files.resumes_done()
+        if done >= self.settings.resume_attempts:
+            return False
+        self._cancel_tes_tasks(run_id)
+        changes, _ = read_task_events(files, 0)
+        changes += self._settled_tes_tasks(run_id)
+        files.resumes.write_text(str(done + 1), encoding="ascii")
+        log.warning(
+            "run %s: %s; starting it again to resume (%d of %d)",
+            run_id,
+            why,
+            done + 1,
+            self.settings.resume_attempts,
+        )
+        return self._move(
+            run_id,
+            "QUEUED",
+            {"INITIALIZING", "RUNNING"},
+            reason=f"re-queued to resume: {why}",
+            task_changes=changes,
+            driver_pid=None,
+            driver_started=None,
+        )
+
     def _finish(self, run: _ActiveRun) -> None:
+        if (
+            run.kill_at is None
+            and not run.files.result.exists()
+            and self.store.get_state(run.run_id) in ("INITIALIZING", "RUNNING")
+        ):
+            record = self.store.get_run(run.run_id)
+            code = run.process.exitcode
+            if record is not None and self._resume(
+                run.run_id,
+                run.files,
+                record.engine,
+                f"its engine driver exited (code {code}) without leaving a result",
+            ):
+                with self._lock:
+                    self._active.pop(run.run_id, None)
+                self._wake.set()
+                return
         changes, run.events_offset = read_task_events(run.files, run.events_offset)
         if run.kill_at is not None:
             self._cancel_tes_tasks(run.run_id)  # tasks submitted while the driver was stopping
@@ -414,6 +462,19 @@ class Supervisor:
                     {"INITIALIZING"},
                     reason="re-queued after restart; it had not started",
                 )
+                continue
+            if (
+                record.driver_pid
+                and not files.result.exists()
+                and record.state != "CANCELING"
+                and self._resume(
+                    record.id,
+                    files,
+                    record.engine,
+                    f"its engine driver (pid {record.driver_pid}) was no longer running when "
+                    "wes-bridge restarted",
+                )
+            ):
                 continue
             changes, _ = read_task_events(files, 0)
             if record.driver_pid and not files.result.exists():

@@ -7,7 +7,7 @@ GA4GH TES task on the node's TES, tagged with the run and the rule: the node lis
 run's tasks and cancels them with the run. Snakemake itself (the DAG, scheduling, retries) stays
 in the driver, whose stderr (the run's stderr log) receives Snakemake's log as it goes.
 
-Files (see :mod:`wes_bridge_snakemake.workdir`)
+Files (see :mod:`wes_bridge.results`)
     Snakemake works in ``work/snakemake`` of the run directory, a mirror of the attachments
     (hard links) in which the Snakefile runs, so relative paths in rules see the attached data
     and ``include:``/``script:`` find the workflow's files. The WES ``workflow_params`` are the
@@ -71,6 +71,9 @@ PARAMS_FILE = ".wes-workflow-params.json"
 """The WES ``workflow_params`` as a Snakemake config file, in the working directory."""
 JOURNAL_FILE = "snakemake-tasks.jsonl"
 """The executor's record of every task (in the run's work directory)."""
+IGNORED_DIRS = frozenset({".snakemake", "__pycache__"})
+"""Directories (at any depth) of the working directory whose files are never results:
+Snakemake's metadata, logs, locks and temporary scripts, and Python's byte-code caches."""
 Mode = Literal["shared", "staged"]
 JobCommand = Literal["auto", "snakemake"]
 
@@ -222,7 +225,7 @@ class SnakemakeAdapter(EngineAdapter):
     def drive(self, ctx: DriverContext) -> DriverOutcome:
         from snakemake_executor_plugin_wes_bridge.journal import final_failures, read_journal
 
-        from .workdir import describe_outputs, mirror, publish, snapshot
+        from wes_bridge.results import describe_outputs, mirror, publish, snapshot
 
         run = ctx.run
         params: SnakemakeParameters = run.engine_parameters  # type: ignore[assignment]
@@ -260,7 +263,7 @@ class SnakemakeAdapter(EngineAdapter):
         # The executor (in this process) reads the TES endpoint, credentials included, from
         # the environment; no command line ever carries them.
         os.environ.update(ctx.tes.credential_env())
-        before = snapshot(workdir)
+        before = snapshot(workdir, IGNORED_DIRS)
         print(
             f"wes-bridge: each Snakemake job is a task on {ctx.tes.description or 'the TES'} "
             f"({ctx.tes.url}), {mode} mode",
@@ -277,7 +280,8 @@ class SnakemakeAdapter(EngineAdapter):
             error = "Snakemake was interrupted"
         finally:
             os.chdir(ctx.run_dir)
-        outputs = describe_outputs(ctx.outputs_dir, publish(workdir, before, ctx.outputs_dir))
+        published = publish(workdir, before, ctx.outputs_dir, IGNORED_DIRS)
+        outputs = describe_outputs(ctx.outputs_dir, published)
         if error is None:
             return DriverOutcome("COMPLETE", outputs=outputs, exit_code=0, cmd=cmd)
         if cancelled:

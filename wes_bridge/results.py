@@ -1,35 +1,24 @@
-"""The working directory of a Snakemake run, and the files the run leaves in it.
+"""Files of a run's working directory and the run's outputs, for engine adapters.
 
-Snakemake resolves a rule's relative paths against its working directory and the workflow's
-own files (``include:``, ``script:``, ``conda:``) against the Snakefile's directory. The
-driver makes one directory serve both: a mirror of the run's attachments (real directories,
-files hard-linked, so nothing is copied) in which the Snakefile is run. Afterwards every file
-the run created or changed there (outside Snakemake's ``.snakemake`` bookkeeping) is a result,
-and is hard-linked into the run's outputs directory at the same relative path.
+An engine that works in a directory (Snakemake, Nextflow) gets a *mirror* of the run's
+attachments to work in (real directories, files hard-linked, so nothing is copied), and the
+files the run created there, or published into the outputs directory, become the run's
+``outputs``: ``{relative path: {"class": "File", "location": file URL, "path", "basename",
+"size", "checksum": "sha1$..."}}``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wes_bridge.tes.paths import link_or_copy
+from .tes.paths import link_or_copy
 
-__all__ = [
-    "IGNORED_DIRS",
-    "Signature",
-    "describe_outputs",
-    "mirror",
-    "publish",
-    "snapshot",
-]
-
-IGNORED_DIRS = frozenset({".snakemake", "__pycache__"})
-"""Directories (at any depth) whose files are never results: Snakemake's metadata, logs,
-locks and temporary scripts, and Python's byte-code caches."""
+__all__ = ["Signature", "describe_outputs", "materialise_links", "mirror", "publish", "snapshot"]
 
 Signature = tuple[int, int, int, int]
 """(device, inode, size, mtime_ns) of a file, symbolic links not followed."""
@@ -58,11 +47,11 @@ def mirror(source: Path, target: Path) -> None:
                 link_or_copy(origin, there / name)
 
 
-def _files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+def _files(root: Path, ignore: frozenset[str]) -> Iterator[tuple[str, os.stat_result]]:
     """(relative POSIX path, lstat) of every non-directory under ``root``, outside
-    :data:`IGNORED_DIRS`."""
+    directories named in ``ignore`` (at any depth)."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS)
+        dirnames[:] = sorted(d for d in dirnames if d not in ignore)
         here = Path(dirpath)
         for name in sorted(filenames):
             path = here / name
@@ -73,15 +62,20 @@ def _files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
             yield path.relative_to(root).as_posix(), info
 
 
-def snapshot(root: Path) -> dict[str, Signature]:
+def snapshot(root: Path, ignore: frozenset[str] = frozenset()) -> dict[str, Signature]:
     """What is in ``root`` now, to tell later which files a run created or changed."""
     return {
         rel: (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        for rel, info in _files(root)
+        for rel, info in _files(root, ignore)
     }
 
 
-def publish(root: Path, before: dict[str, Signature], outputs_dir: Path) -> list[str]:
+def publish(
+    root: Path,
+    before: dict[str, Signature],
+    outputs_dir: Path,
+    ignore: frozenset[str] = frozenset(),
+) -> list[str]:
     """Hard-link every file created or changed in ``root`` since ``before`` into
     ``outputs_dir`` at the same relative path; the relative paths published.
 
@@ -91,7 +85,7 @@ def publish(root: Path, before: dict[str, Signature], outputs_dir: Path) -> list
     """
     published = []
     root_real = root.resolve()
-    for rel, info in _files(root):
+    for rel, info in _files(root, ignore):
         signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if before.get(rel) == signature:
             continue
@@ -120,9 +114,11 @@ def _sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe_outputs(outputs_dir: Path, paths: list[str]) -> dict[str, Any]:
-    """The run's ``outputs``: for each published file (by its path relative to the working
-    directory, as the Snakefile names it) a CWL-style File object."""
+def describe_outputs(outputs_dir: Path, paths: list[str] | None = None) -> dict[str, Any]:
+    """The run's ``outputs``: for each file (by its path relative to ``outputs_dir``; all
+    regular files there when ``paths`` is None) a CWL-style File object."""
+    if paths is None:
+        paths = [rel for rel, info in _files(outputs_dir, frozenset()) if _is_file(info)]
     described: dict[str, Any] = {}
     for rel in sorted(paths):
         path = outputs_dir / rel
@@ -135,3 +131,39 @@ def describe_outputs(outputs_dir: Path, paths: list[str]) -> dict[str, Any]:
             "checksum": "sha1$" + _sha1(path),
         }
     return described
+
+
+def _is_file(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode)
+
+
+def materialise_links(outputs_dir: Path, within: Path) -> list[str]:
+    """Replace each symbolic link under ``outputs_dir`` that points to a file inside
+    ``within`` by that file (hard-linked, or copied); remove every other link. Engines that
+    publish by linking (Nextflow's default ``publishDir`` mode) leave links into their work
+    directory; the outputs must hold the files, and never a way to read others of the node.
+    The relative paths of the links removed are returned."""
+    removed = []
+    within_real = within.resolve()
+    for dirpath, dirnames, filenames in os.walk(outputs_dir):
+        here = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = here / name
+            if not path.is_symlink():
+                continue
+            if name in dirnames:
+                dirnames.remove(name)  # not followed
+            real = path.resolve()
+            path.unlink()
+            inside = within_real in real.parents
+            if inside and real.is_file():
+                link_or_copy(real, path)
+            elif inside and real.is_dir():
+                mirror(real, path)
+                removed += [
+                    f"{path.relative_to(outputs_dir).as_posix()}/{rel}"
+                    for rel in materialise_links(path, within)
+                ]
+            else:
+                removed.append(path.relative_to(outputs_dir).as_posix())
+    return removed
