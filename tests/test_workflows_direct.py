@@ -1,5 +1,6 @@
 """Every workflow in test-workflows/, run directly by its engine (no WES), against its
-expected.json: cwltool --no-container --parallel for CWL, snakemake --cores 2 for Snakemake.
+expected.json: cwltool --no-container --parallel for CWL, snakemake --cores 2 for Snakemake,
+nextflow run (local executor) for Nextflow.
 
 Each workflow folder is copied first, so a run sees only what a WES client would attach.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import WORKFLOWS
+from .conftest import WORKFLOWS, nextflow_command
 
 CASES = sorted(p.parent.relative_to(WORKFLOWS).as_posix() for p in WORKFLOWS.rglob("expected.json"))
 TOOLS = ("bwa", "samtools", "bcftools")
@@ -130,6 +132,31 @@ def _run_snakemake(wf: Path, expected: dict[str, Any]) -> None:
         _check_variants(wf / "calls.vcf", wf / expected["known_snps"])
 
 
+def _run_nextflow(wf: Path, expected: dict[str, Any], tmp_path: Path) -> None:
+    outdir = tmp_path / "results"
+    cmd = [nextflow_command(), "-log", str(tmp_path / "nextflow.log"), "run"]
+    cmd += [expected["workflow"], "-params-file", expected["params"], "--outdir", str(outdir)]
+    cmd += ["-ansi-log", "false", "-work-dir", str(tmp_path / "work")]
+    env = {**os.environ, "NXF_HOME": str(tmp_path / "nxf-home"), "NXF_OFFLINE": "true"}
+    proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=600, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == expected["exit_code"], log[-3000:]
+    if "failed_step" in expected:
+        step = expected["failed_step"]
+        assert step["stderr"] in log
+        status = f"terminated with an error exit status ({step['exit_code']})"
+        assert f"Process `{step['name']}` {status}" in log
+    if "parallel_steps" in expected:
+        jobs = re.findall(r"Submitted process > PART \((\d+)\)", log)
+        assert len(set(jobs)) == expected["parallel_steps"]
+    published = sorted(p.relative_to(outdir).as_posix() for p in outdir.rglob("*") if p.is_file())
+    assert published == sorted(expected["outputs"])
+    for rel, want in expected["outputs"].items():
+        _check_file(outdir / rel, want)
+    if "known_snps" in expected:
+        _check_variants(outdir / "calls.vcf", wf / expected["known_snps"])
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("case", CASES)
 def test_workflow_runs_directly_with_expected_outputs(case: str, tmp_path: Path) -> None:
@@ -142,13 +169,15 @@ def test_workflow_runs_directly_with_expected_outputs(case: str, tmp_path: Path)
     shutil.copytree(WORKFLOWS / case, wf)
     if expected["engine"] == "cwltool":
         _run_cwltool(wf, expected, tmp_path)
+    elif expected["engine"] == "nextflow":
+        _run_nextflow(wf, expected, tmp_path)
     else:
         assert expected["engine"] == "snakemake"
         _run_snakemake(wf, expected)
 
 
 def test_every_workflow_folder_has_expected_json() -> None:
-    for engine in ("cwl", "snakemake"):
+    for engine in ("cwl", "snakemake", "nextflow"):
         for name in ("hello", "fanout", "fail-step" if engine == "cwl" else "fail"):
             assert f"{engine}/{name}" in CASES
         assert f"{engine}/variant-calling" in CASES
@@ -158,20 +187,23 @@ def test_every_workflow_folder_has_expected_json() -> None:
             assert (WORKFLOWS / case / name).is_file(), f"{case}: {name}"
 
 
-def test_cwl_and_snakemake_versions_give_the_same_bytes() -> None:
+def test_cwl_snakemake_and_nextflow_versions_give_the_same_bytes() -> None:
     def checksum(case: str, output: str) -> str:
         return str(_expected(case)["outputs"][output]["checksum"])
 
     pairs = [
-        ("cwl/hello", "greeting", "snakemake/hello", "hello.txt"),
-        ("cwl/fanout", "combined", "snakemake/fanout", "fanout.txt"),
-        ("cwl/fail-step", "prepared", "snakemake/fail", "prepared.txt"),
-        ("cwl/variant-calling", "vcf", "snakemake/variant-calling", "calls.vcf"),
+        ("cwl/hello", "greeting", "hello", "hello.txt"),
+        ("cwl/fanout", "combined", "fanout", "fanout.txt"),
+        ("cwl/fail-step", "prepared", "fail", "prepared.txt"),
+        ("cwl/variant-calling", "vcf", "variant-calling", "calls.vcf"),
     ]
-    for cwl, cwl_output, smk, smk_output in pairs:
-        assert checksum(cwl, cwl_output) == checksum(smk, smk_output), cwl
+    for cwl, cwl_output, name, output in pairs:
+        for language in ("snakemake", "nextflow"):
+            assert checksum(cwl, cwl_output) == checksum(f"{language}/{name}", output), cwl
     bam = _expected("cwl/variant-calling")["outputs"]["bam"]["records_sha1"]
-    assert bam == _expected("snakemake/variant-calling")["outputs"]["aligned.bam"]["records_sha1"]
+    for language in ("snakemake", "nextflow"):
+        outputs = _expected(f"{language}/variant-calling")["outputs"]
+        assert bam == outputs["aligned.bam"]["records_sha1"]
 
 
 def test_synthetic_data_matches_its_generator() -> None:
@@ -180,7 +212,7 @@ def test_synthetic_data_matches_its_generator() -> None:
         [sys.executable, str(generator), "--check"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    for case in ("cwl/variant-calling", "snakemake/variant-calling"):
+    for case in ("cwl/variant-calling", "snakemake/variant-calling", "nextflow/variant-calling"):
         data = WORKFLOWS / case / "data"
         assert sorted(p.name for p in data.iterdir()) == [
             "known_snps.tsv",
