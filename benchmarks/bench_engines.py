@@ -3,18 +3,22 @@
 
 The workflow is the fan-out of 20 trivial steps plus one gather step
 (``test-workflows/cwl/fanout`` for cwltool and Toil, ``test-workflows/snakemake/fanout`` for
-Snakemake).  For each engine, in one invocation and on this machine:
+Snakemake, ``test-workflows/nextflow/fanout`` for Nextflow).  For each engine, in one
+invocation and on this machine:
 
 direct:      the engine run directly on a fresh copy/output directory, timed from spawn to exit:
              ``cwltool --no-container --parallel --outdir D workflow.cwl inputs.json``,
              ``toil-cwl-runner --no-container --jobStore file:J --outdir D workflow.cwl
              inputs.json`` (Toil's default single-machine batch system) and ``snakemake
-             --cores 2 --snakefile Snakefile --configfile config.yaml`` in a copy of the folder.
+             --cores 2 --snakefile Snakefile --configfile config.yaml`` in a copy of the folder,
+             ``nextflow run main.nf -params-file params.json --outdir R`` (local executor) in
+             a copy of the folder.
 wes-bridge:  the same workflow submitted to one real ``wes-bridge serve`` (started once, on a
              free 127.0.0.1 port, data directory in a temporary directory) as a multipart
              ``POST /runs`` (every file of the folder as a ``workflow_attachment``), timed from
              the POST until ``GET /runs/{id}/status`` (polled every --poll seconds) reports a
-             terminal state.  Every step is a task on the node's embedded TES; the run must end
+             terminal state.  Every step is a task on the node's embedded TES (Nextflow: without
+             a Nextflow TES executor plugin, Nextflow is one task); the run must end
              COMPLETE, its outputs must match ``expected.json`` and all its TES tasks must be
              COMPLETE.
 
@@ -68,7 +72,7 @@ BIN = Path(sys.executable).parent
 WES_PREFIX = "/ga4gh/wes/v1"
 TES_PREFIX = "/ga4gh/tes/v1"
 TERMINAL = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
-ENGINES = ("cwltool", "toil", "snakemake")
+ENGINES = ("cwltool", "toil", "snakemake", "nextflow")
 TARGET_RATIO = 1.5
 
 
@@ -159,6 +163,15 @@ class Engine:
     def direct(self, where: Path) -> tuple[list[str], Path, dict[str, str]]:
         """(command, working directory, file -> checksum expected under it)."""
         wf = self.workflow
+        if self.name == "nextflow":
+            work = where / "work"
+            shutil.copytree(wf.folder, work)
+            results = where / "results"
+            cmd = [nextflow_command(), "-log", str(where / "nextflow.log"), "run", wf.main]
+            cmd += ["-params-file", wf.params_file, "--outdir", str(results)]
+            cmd += ["-ansi-log", "false", "-work-dir", str(where / "nextflow-work")]
+            want = {rel: o["checksum"] for rel, o in wf.expected["outputs"].items()}
+            return cmd, results, want
         if self.name == "snakemake":
             work = where / "work"
             shutil.copytree(wf.folder, work)
@@ -189,12 +202,24 @@ class Engine:
 def make_engines(names: Sequence[str]) -> list[Engine]:
     cwl = Workflow.load(WORKFLOWS / "cwl" / "fanout", "CWL")
     smk = Workflow.load(WORKFLOWS / "snakemake" / "fanout", "SMK")
+    nfl = Workflow.load(WORKFLOWS / "nextflow" / "fanout", "NFL")
     known = {
         "cwltool": Engine("cwltool", cwl, {"parallel": True}),
         "toil": Engine("toil", cwl, {}),
         "snakemake": Engine("snakemake", smk, {}),
+        "nextflow": Engine("nextflow", nfl, {}),
     }
     return [known[n] for n in names]
+
+
+def nextflow_command() -> str:
+    """The ``nextflow`` the node runs (on PATH, else where scripts/install-nextflow put it)."""
+    from wes_bridge_nextflow import find_nextflow
+
+    found = find_nextflow()
+    if found is None:
+        raise BenchError("no nextflow command: run scripts/install-nextflow")
+    return found
 
 
 def child_env(tmp: Path) -> dict[str, str]:
@@ -231,12 +256,14 @@ def run_direct(engine: Engine, where: Path, timeout_s: float, niceness: int) -> 
     env = child_env(where / "tmp")
     if engine.name == "toil":
         env["TOIL_HISTORY"] = "False"  # as the adapter runs its leader: no ~/.toil database
+    if engine.name == "nextflow":  # as the adapter runs it: its own home, offline
+        env.update(NXF_HOME=str(where / "nextflow-home"), NXF_OFFLINE="true")
     log = where / "engine.log"
     with open(log, "wb") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             cmd,
-            cwd=out_root if engine.name == "snakemake" else where,
+            cwd=where / "work" if engine.name in ("snakemake", "nextflow") else where,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=fh,
@@ -586,6 +613,8 @@ def pick_type_version(info: dict[str, Any], engine: Engine) -> str:
         raise BenchError(f"the node accepts no {wf_type} workflows")
     if wf_type == "CWL":
         return "v1.2" if "v1.2" in accepted else accepted[-1]
+    if wf_type == "NFL":
+        return accepted[-1]
     versions = (info.get("workflow_engine_versions") or {}).get(engine.name, {})
     installed = [str(v) for v in versions.get("workflow_engine_version", [])]
     major = installed[0].split(".")[0] if installed else ""

@@ -118,7 +118,7 @@ def test_workflow_through_wes_on_tes(
         # Without a Nextflow TES executor plugin, Nextflow is one TES task and its process
         # tasks (ids nf-<work dir hash>) run inside it, listed from their work directories.
         [driver] = [t for t in tasks if t.get("tes_uri")]
-        assert driver["name"].startswith("nextflow "), driver
+        assert driver["name"] == "nextflow", driver
         tasks = [t for t in tasks if t is not driver]
         assert all(t["id"].startswith("nf-") for t in tasks), tasks
         assert all(t["stdout"].endswith(f"/tasks/{t['id']}/stdout") for t in tasks)
