@@ -78,7 +78,7 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 def test_broken_plugins_are_reported_by_name_and_skipped(plugin_path: Path) -> None:
     registry = EngineRegistry.from_entry_points({"needs-settings": {"threads": "many"}})
-    assert set(registry.engines) == {"cwltool", "snakemake", "toil", "toy"}
+    assert set(registry.engines) == {"cwltool", "nextflow", "snakemake", "toil", "toy"}
     assert registry.engines["toy"].distribution == "toy-plugins"
     reasons = {f.name: f.reason for f in registry.failures}
     assert "declares plugin api_version 99; this wes-bridge provides 1" in reasons["wrong-api"]
@@ -97,7 +97,7 @@ def test_node_starts_without_broken_plugins(plugin_path: Path, tmp_path: Path) -
     )
     with SpecCheckedClient(create_app(settings)) as client:
         info = client.get(f"{WES}/service-info").json()
-        assert set(info["workflow_type_versions"]) == {"CWL", "SMK"}
+        assert set(info["workflow_type_versions"]) == {"CWL", "NFL", "SMK"}
         assert "boom at import" in info["tags"]["engine.exploding.load_error"]
         run_id = client.submit("cwl/hello/hello.cwl").json()["run_id"]
         assert client.wait(run_id) == "COMPLETE"
@@ -125,4 +125,6 @@ def test_resolution_messages() -> None:
     registry = EngineRegistry.from_entry_points()
     assert registry.resolve("cwl", "1.2").name == "cwltool"  # case and "v" are forgiven
     with pytest.raises(BadRequest, match=r"supported: CWL \(v1.0, v1.1, v1.2\)"):
+        registry.resolve("XYZ", "1.0")
+    with pytest.raises(BadRequest, match=r"'22.10' of NFL is not supported here; supported: DSL2"):
         registry.resolve("NFL", "22.10")
