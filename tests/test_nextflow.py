@@ -373,3 +373,25 @@ def test_a_run_whose_driver_is_lost_resumes_with_what_had_completed(
     run_dir = Path(node.app.state.node.settings.runs_dir) / run_id
     trace = (run_dir / "logs" / "trace.txt").read_text()
     assert "CACHED" in trace, trace
+
+
+def test_validate_wants_the_pipeline_among_the_attachments(tmp_path: Path) -> None:
+    folder = tmp_path / "workflow"
+    folder.mkdir()
+    outside = tmp_path / "main.nf"
+    outside.write_text("workflow {}\n")
+    (folder / "link.nf").symlink_to(outside)
+
+    def spec(url: str, params: Any) -> RunSpec:
+        return RunSpec(
+            "r1", "NFL", "DSL2", url, folder / url, None, folder, params, NextflowParameters()
+        )
+
+    adapter = NextflowAdapter(NextflowSettings())
+    assert adapter.validate(spec("missing.nf", {})) == [
+        "the pipeline 'missing.nf' is not a file of the run"
+    ]
+    assert adapter.validate(spec("link.nf", [])) == [
+        "the pipeline 'link.nf' is not among the attachments",
+        "workflow_params must be a JSON object (the pipeline's params)",
+    ]

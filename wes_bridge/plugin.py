@@ -131,6 +131,15 @@ class RunSpec:
     engine_parameters: EngineParameters
     tags: dict[str, str] = field(default_factory=dict)
 
+    def workflow_file_problems(self, what: str) -> list[str]:
+        """For :meth:`EngineAdapter.validate`: the primary workflow file (called ``what`` in
+        the messages, e.g. "the Snakefile") must be a file among the attachments."""
+        if not self.workflow_path.is_file():
+            return [f"{what} {self.workflow_url!r} is not a file of the run"]
+        if not self.workflow_path.resolve().is_relative_to(self.workflow_dir.resolve()):
+            return [f"{what} {self.workflow_url!r} is not among the attachments"]
+        return []
+
 
 class TaskReporter:
     """Tells the core about the steps of a run, so ``GET /runs/{id}/tasks`` can list them.

@@ -313,12 +313,7 @@ class NextflowAdapter(EngineAdapter):
         )
 
     def validate(self, run: RunSpec) -> list[str]:
-        problems = []
-        script = run.workflow_path
-        if not script.is_file():
-            problems.append(f"the pipeline {run.workflow_url!r} is not a file of the run")
-        elif not script.resolve().is_relative_to(run.workflow_dir.resolve()):
-            problems.append(f"the pipeline {run.workflow_url!r} is not among the attachments")
+        problems = run.workflow_file_problems("the pipeline")
         if not isinstance(run.params, dict):
             problems.append("workflow_params must be a JSON object (the pipeline's params)")
         return problems

@@ -209,12 +209,7 @@ class SnakemakeAdapter(EngineAdapter):
         return "every Snakemake job is a task on the node's TES"
 
     def validate(self, run: RunSpec) -> list[str]:
-        problems = []
-        snakefile = run.workflow_path
-        if not snakefile.is_file():
-            problems.append(f"the Snakefile {run.workflow_url!r} is not a file of the run")
-        elif not snakefile.resolve().is_relative_to(run.workflow_dir.resolve()):
-            problems.append(f"the Snakefile {run.workflow_url!r} is not among the attachments")
+        problems = run.workflow_file_problems("the Snakefile")
         if not isinstance(run.params, dict):
             problems.append("workflow_params must be a JSON object (the Snakemake config)")
         params: SnakemakeParameters = run.engine_parameters  # type: ignore[assignment]
