@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from wes_bridge.app import create_app
 from wes_bridge.config import load_settings
@@ -128,3 +129,16 @@ def test_resolution_messages() -> None:
         registry.resolve("XYZ", "1.0")
     with pytest.raises(BadRequest, match=r"'22.10' of NFL is not supported here; supported: DSL2"):
         registry.resolve("NFL", "22.10")
+
+
+def test_engine_options_in_command_line_form() -> None:
+    """What Toil's WES client forwards: bare flags are null, node-decided ones are dropped."""
+    from wes_bridge_cwltool import CwltoolParameters
+
+    params = CwltoolParameters.model_validate(
+        {"--outdir": "/x", "--quiet": None, "--parallel": None, "--non-strict": None}
+    )
+    assert (params.parallel, params.strict) == (True, False)
+    assert CwltoolParameters.model_validate({"--parallel": "false"}).parallel is False
+    with pytest.raises(ValidationError, match="bogus"):
+        CwltoolParameters.model_validate({"--bogus": "1"})

@@ -49,6 +49,7 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -71,6 +72,8 @@ __all__ = [
     "RunSpec",
     "TaskReporter",
     "TesEndpoint",
+    "flag_value",
+    "from_command_line",
 ]
 
 API_VERSION = 1
@@ -91,6 +94,42 @@ class EngineSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_FALSE = frozenset({"false", "0", "no", "off", "n", "f"})
+
+
+def flag_value(value: Any) -> bool:
+    """A command-line flag's value as WES clients send it: a bare flag (``null``) is set;
+    ``"false"``, ``"0"``, ``"no"``, ``"off"`` are not; anything else is."""
+    return value is None or str(value).strip().lower() not in _FALSE
+
+
+def from_command_line(
+    data: Any, prefix: str, option: Callable[[str, Any], dict[str, Any] | None]
+) -> Any:
+    """For a ``mode="before"`` validator of :class:`EngineParameters`: take the engine's own
+    command-line options, the form some WES clients send (Toil's forwards its unknown flags as
+    ``{"--flag": null, "--key": "value"}``).
+
+    Keys starting with ``prefix`` are options: ``option(name, value)``, ``name`` without its
+    leading dashes, returns the fields it sets (``{}``: accepted and ignored, for options the
+    node decides), or None for an option it does not know, which is kept under its own name and
+    so refused like any unknown key. Other keys pass as they are.
+    """
+    if not isinstance(data, dict):
+        return data
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        if not (isinstance(key, str) and key.startswith(prefix)):
+            result[key] = value
+            continue
+        fields = option(key.lstrip("-"), value)
+        if fields is None:
+            result[key] = value
+        else:
+            result.update(fields)
+    return result
 
 
 class EngineParameters(BaseModel):

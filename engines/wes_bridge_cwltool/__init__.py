@@ -30,6 +30,8 @@ from wes_bridge.plugin import (
     EngineParameters,
     EngineSettings,
     RunSpec,
+    flag_value,
+    from_command_line,
 )
 
 from .inputs import InputError, absolutise_inputs
@@ -67,21 +69,19 @@ class CwltoolParameters(EngineParameters):
     @model_validator(mode="before")
     @classmethod
     def _from_command_line_flags(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        result: dict[str, Any] = {}
-        for key, value in data.items():
-            if not (isinstance(key, str) and key.startswith("--")):
-                result[key] = value
-                continue
-            name = key[2:].replace("-", "_")
-            if name in _NODE_DECIDES:
-                continue
-            if name in _NEGATIONS:
-                result[_NEGATIONS[name]] = str(value).lower() in ("false", "0", "no")
-            else:
-                result[name] = value
-        return result
+        return from_command_line(data, "--", cls._option)
+
+    @classmethod
+    def _option(cls, flag: str, value: Any) -> dict[str, Any]:
+        name = flag.replace("-", "_")
+        if name in _NODE_DECIDES:
+            return {}
+        if name in _NEGATIONS:
+            return {_NEGATIONS[name]: not flag_value(value)}
+        field = cls.model_fields.get(name)
+        if field is not None and field.annotation is bool:
+            return {name: flag_value(value)}  # a bare flag (null) is set
+        return {name: value}
 
     parallel: bool = False
     """Run independent jobs (and scatter jobs) in parallel (cwltool --parallel)."""

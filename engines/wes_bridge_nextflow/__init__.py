@@ -62,6 +62,8 @@ from wes_bridge.plugin import (
     FinalState,
     RunSpec,
     TesEndpoint,
+    flag_value,
+    from_command_line,
 )
 
 __all__ = [
@@ -105,6 +107,15 @@ _NODE_DECIDES = frozenset(
     }
 )
 _FLAG_FIELDS = {"profile": "profile", "entry": "entry", "stub-run": "stub_run", "stub": "stub_run"}
+
+
+def _nextflow_option(option: str, value: Any) -> dict[str, Any] | None:
+    if option in _NODE_DECIDES:
+        return {}
+    if option not in _FLAG_FIELDS:
+        return None  # refused, under its own name
+    name = _FLAG_FIELDS[option]
+    return {name: flag_value(value) if name == "stub_run" else value}
 
 
 def find_nextflow(configured: str | None = None) -> str | None:
@@ -158,25 +169,7 @@ class NextflowParameters(EngineParameters):
     @model_validator(mode="before")
     @classmethod
     def _from_command_line_options(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        result: dict[str, Any] = {}
-        for key, value in data.items():
-            if not (isinstance(key, str) and key.startswith("-")):
-                result[key] = value
-                continue
-            option = key.lstrip("-")
-            if option in _NODE_DECIDES:
-                continue
-            if option in _FLAG_FIELDS:
-                name = _FLAG_FIELDS[option]
-                if name == "stub_run":
-                    result[name] = value is None or str(value).lower() not in ("false", "0", "no")
-                else:
-                    result[name] = value
-            else:
-                result[key] = value  # refused below, under its own name
-        return result
+        return from_command_line(data, "-", _nextflow_option)
 
     profile: str | None = Field(None, pattern=r"^[A-Za-z0-9_.,-]+$")
     """Configuration profiles of the pipeline's own config (nextflow -profile)."""

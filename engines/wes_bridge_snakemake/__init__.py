@@ -63,6 +63,7 @@ from wes_bridge.plugin import (
     EngineParameters,
     EngineSettings,
     RunSpec,
+    from_command_line,
 )
 
 __all__ = ["SnakemakeAdapter", "SnakemakeParameters", "SnakemakeSettings"]
@@ -109,12 +110,7 @@ class SnakemakeParameters(EngineParameters):
     @model_validator(mode="before")
     @classmethod
     def _from_command_line_flags(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        return {
-            (k[2:].replace("-", "_") if isinstance(k, str) and k.startswith("--") else k): v
-            for k, v in data.items()
-        }
+        return from_command_line(data, "--", lambda flag, value: {flag.replace("-", "_"): value})
 
     jobs: int = Field(20, ge=1)
     """Jobs (TES tasks) at once (snakemake --jobs); the TES queues what does not fit."""

@@ -50,6 +50,8 @@ from wes_bridge.plugin import (
     EngineSettings,
     RunSpec,
     TesEndpoint,
+    flag_value,
+    from_command_line,
 )
 from wes_bridge.tes.client import TesError
 
@@ -120,12 +122,6 @@ _FLAG_FIELDS = {
     "enable-dev": "enable_dev",
     "logDebug": "debug",
 }
-_FALSE = frozenset({"false", "0", "no", "off", "n", "f"})
-
-
-def _truthy(value: Any) -> bool:
-    """A flag's value: a bare flag (None) is set; "false"/"0"/"no" are not."""
-    return value is None or str(value).strip().lower() not in _FALSE
 
 
 class ToilParameters(EngineParameters):
@@ -142,33 +138,27 @@ class ToilParameters(EngineParameters):
     @model_validator(mode="before")
     @classmethod
     def _from_command_line_flags(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        result: dict[str, Any] = {}
-        for key, value in data.items():
-            if not (isinstance(key, str) and key.startswith("--")):
-                result[key] = value
-                continue
-            flag = key[2:]
-            if flag in _NODE_DECIDES:
-                continue
-            if flag in _FLAG_FIELDS:
-                field_name = _FLAG_FIELDS[flag]
-                is_bool = cls.model_fields[field_name].annotation is bool
-                result[field_name] = _truthy(value) if is_bool else value
-            elif flag in ("not-strict", "non-strict"):
-                result["strict"] = not _truthy(value)
-            elif flag == "no-compute-checksum":
-                result["compute_checksum"] = not _truthy(value)
-            elif flag == "stopOnFirstFailure":
-                result["on_error"] = "stop" if _truthy(value) else "continue"
-            elif flag == "disableChaining":
-                result["chaining"] = not _truthy(value)
-            elif flag == "logLevel":
-                result["debug"] = str(value).strip().lower() in ("debug", "trace")
-            else:
-                result[key] = value  # refused below, under its own name
-        return result
+        return from_command_line(data, "--", cls._option)
+
+    @classmethod
+    def _option(cls, flag: str, value: Any) -> dict[str, Any] | None:
+        if flag in _NODE_DECIDES:
+            return {}
+        if flag in _FLAG_FIELDS:
+            field_name = _FLAG_FIELDS[flag]
+            is_bool = cls.model_fields[field_name].annotation is bool
+            return {field_name: flag_value(value) if is_bool else value}
+        if flag in ("not-strict", "non-strict"):
+            return {"strict": not flag_value(value)}
+        if flag == "no-compute-checksum":
+            return {"compute_checksum": not flag_value(value)}
+        if flag == "stopOnFirstFailure":
+            return {"on_error": "stop" if flag_value(value) else "continue"}
+        if flag == "disableChaining":
+            return {"chaining": not flag_value(value)}
+        if flag == "logLevel":
+            return {"debug": str(value).strip().lower() in ("debug", "trace")}
+        return None  # refused, under its own name
 
     max_jobs: int | None = Field(None, ge=1)
     """Most Toil jobs on the TES at once (toil --maxJobs; None: no limit, the TES queues)."""
