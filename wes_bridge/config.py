@@ -20,7 +20,14 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-__all__ = ["ConfigFileError", "Settings", "TesSettings", "load_settings"]
+__all__ = [
+    "ConfigFileError",
+    "Settings",
+    "TesSettings",
+    "TrsRegistry",
+    "TrsSettings",
+    "load_settings",
+]
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "wes_bridge_config_file", default=None
@@ -120,6 +127,68 @@ class TesSettings(BaseModel):
         return [p.expanduser().resolve() for p in value]
 
 
+class TrsRegistry(BaseModel):
+    """A TRS registry that ``workflow_url`` may name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, description="Short name, used in messages and logs.")
+    url: str = Field(
+        ...,
+        description="The registry's TRS base URL, up to and including /ga4gh/trs/v2 "
+        "(e.g. https://dockstore.org/api/ga4gh/trs/v2).",
+    )
+    token: SecretStr | None = Field(None, description="Bearer token for a private registry.")
+    approved: bool = Field(
+        True,
+        description="Whether workflows from this registry count as approved (trs.approved_only).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a TRS registry URL must be http(s)")
+        return value.rstrip("/")
+
+
+class TrsSettings(BaseModel):
+    """TRS: the registry this node serves, and the registries its runs may come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    serve: bool = Field(True, description="Serve this node's TRS registry at /ga4gh/trs/v2.")
+    registry_dir: Path | None = Field(
+        None,
+        description="The folder this node's TRS registry is read from (every folder in it "
+        "with a trs.yaml is a tool). Unset: the test-workflows shipped with wes-bridge.",
+    )
+    registries: list[TrsRegistry] = Field(
+        default_factory=list,
+        description="Registries a run's workflow_url may name (trs://host/..., and "
+        "#workflow/... ids, resolved in this order). This node's own registry is always "
+        "known, as 'self'.",
+    )
+    approved_only: bool = Field(
+        False,
+        description="Run only workflows from approved registries (this node's own included), "
+        "named with an exact version, every file checksum-verified; anything else is refused "
+        "with 403.",
+    )
+    fetch_max_bytes: int = Field(
+        50 << 20, ge=1, description="Most bytes fetched from registries for one run."
+    )
+    fetch_max_files: int = Field(1000, ge=1, description="Most files of one TRS workflow.")
+    fetch_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time limit for fetching one TRS workflow, all files included."
+    )
+
+    @field_validator("registry_dir")
+    @classmethod
+    def _absolute_registry_dir(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+
 class Settings(BaseSettings):
     """Everything an operator can set for one node."""
 
@@ -196,6 +265,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     tes: TesSettings = Field(default_factory=TesSettings)  # type: ignore[arg-type]
+    trs: TrsSettings = Field(default_factory=TrsSettings)  # type: ignore[arg-type]
 
     @field_validator("data_dir")
     @classmethod
