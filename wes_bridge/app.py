@@ -13,12 +13,15 @@ from . import __version__
 from .api import install_error_handlers, wes_router
 from .api.errors import error_response
 from .api.tes import router as tes_router
+from .api.trs import TRS_PREFIX, install_trs_errors, trs_error
+from .api.trs import router as trs_router
 from .config import Settings
 from .errors import UploadTooLarge
 from .node import Node, build_node
 from .registry import EngineRegistry
+from .trs.registry import Registry
 
-__all__ = ["TES_PREFIX", "WES_PREFIX", "create_app"]
+__all__ = ["TES_PREFIX", "TRS_PREFIX", "WES_PREFIX", "create_app"]
 
 WES_PREFIX = "/ga4gh/wes/v1"
 TES_PREFIX = "/ga4gh/tes/v1"
@@ -38,7 +41,10 @@ class BodySizeLimit:
         message = f"request body is larger than this node's limit of {self.limit} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await error_response(400, message)(scope, receive, send)
+                if scope.get("path", "").startswith(TRS_PREFIX + "/"):
+                    await trs_error(400, message)(scope, receive, send)
+                else:
+                    await error_response(400, message)(scope, receive, send)
                 return
         received = 0
 
@@ -60,8 +66,11 @@ def create_app(
     """A node for ``settings``; its supervisor runs while the app's lifespan does.
 
     It serves WES (unless ``wes=False``) and, unless the node is pointed at an external TES,
-    the embedded TES at ``/ga4gh/tes/v1``.
+    the embedded TES at ``/ga4gh/tes/v1``. A full node (``wes=True``) also serves its TRS
+    registry at ``/ga4gh/trs/v2`` unless ``trs.serve`` is off; a malformed registry raises
+    :class:`wes_bridge.trs.registry.RegistryError` (naming the file) before anything starts.
     """
+    trs_registry = Registry.from_settings(settings) if wes and settings.trs.serve else None
     node: Node = build_node(settings, registry, wes=wes)
 
     @asynccontextmanager
@@ -86,5 +95,9 @@ def create_app(
         app.include_router(wes_router, prefix=WES_PREFIX)
     if node.tes is not None:
         app.include_router(tes_router, prefix=TES_PREFIX)
+    app.state.trs_registry = trs_registry
+    if trs_registry is not None:
+        app.include_router(trs_router, prefix=TRS_PREFIX)
+        install_trs_errors(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     return app
