@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .config import ConfigFileError, Settings, load_settings
+from .errors import WesError
 from .registry import EngineRegistry
 from .supervisor_process import LOG_FORMAT
 
@@ -178,3 +182,216 @@ def engines(config: Path | None) -> None:
         )
     for name in settings.disabled_engines:
         click.echo(f"{name}: disabled by configuration")
+
+
+# -- wes-bridge trs -------------------------------------------------------------------------
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell (the last one is not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+@contextlib.contextmanager
+def _trs_errors() -> Iterator[None]:
+    """A refused or failed request: its message, exit status 1, no traceback."""
+    try:
+        yield
+    except WesError as exc:
+        raise click.ClickException(exc.msg) from None
+
+
+_trs_config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML file of settings (trs.registries, trs.serve, host, port, public_url, limits).",
+)
+_trs_registry_option = click.option(
+    "--registry",
+    "registry_name",
+    metavar="NAME_OR_URL",
+    help="A configured registry's name ('self': this node's own) or a TRS base URL "
+    "(https://.../ga4gh/trs/v2). Default: this node's own, else the first configured.",
+)
+
+
+@main.group()
+def trs() -> None:
+    """GA4GH TRS registries: list and show their workflows, fetch one as a run would."""
+
+
+@trs.command("list")
+@_trs_config_option
+@_trs_registry_option
+@click.option(
+    "--descriptor-type",
+    type=click.Choice(["CWL", "SMK", "NFL", "WDL", "GALAXY"], case_sensitive=False),
+    help="Only tools with this descriptor type.",
+)
+@click.option("--name", help="Only tools of this name.")
+@click.option("--organization", help="Only tools of this organization.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many tools.")
+@click.option("--json", "as_json", is_flag=True, help="The registry's Tool objects as JSON.")
+def trs_list(
+    config: Path | None,
+    registry_name: str | None,
+    descriptor_type: str | None,
+    name: str | None,
+    organization: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List a registry's tools (every page): id, name, organization, versions, types."""
+    from .trs.client import TrsClient, registry_for
+
+    settings = _settings(config)
+    with _trs_errors():
+        registry = registry_for(registry_name, settings)
+        with TrsClient(registry, settings) as client:
+            tools = client.tools(
+                descriptor_type=descriptor_type.upper() if descriptor_type else None,
+                name=name,
+                organization=organization,
+                limit=limit,
+            )
+    if as_json:
+        click.echo(json.dumps(tools, indent=2))
+        return
+    rows = [("ID", "NAME", "ORGANIZATION", "VERSIONS", "DESCRIPTOR TYPES")]
+    for tool in tools:
+        versions = [v for v in tool.get("versions") or [] if isinstance(v, dict)]
+        types = sorted({str(t) for v in versions for t in v.get("descriptor_type") or []})
+        rows.append(
+            (
+                str(tool.get("id", "")),
+                str(tool.get("name") or ""),
+                str(tool.get("organization") or ""),
+                ",".join(str(v.get("id", "")) for v in versions),
+                ",".join(types),
+            )
+        )
+    _table(rows)
+    if not tools:
+        click.echo(f"no tools in TRS registry {registry.name!r} ({registry.url})", err=True)
+
+
+def _checksum_text(entry: dict[str, Any]) -> str:
+    checksum = entry.get("checksum")
+    items = checksum if isinstance(checksum, list) else [checksum]
+    shown = [
+        f"{item.get('type')}:{item.get('checksum')}" for item in items if isinstance(item, dict)
+    ]
+    return " ".join(shown) or "-"
+
+
+@trs.command("show")
+@click.argument("reference", metavar="ID_OR_TRS_URL")
+@_trs_config_option
+@_trs_registry_option
+@click.option("--json", "as_json", is_flag=True, help="The tool and its file listings as JSON.")
+def trs_show(reference: str, config: Path | None, registry_name: str | None, as_json: bool) -> None:
+    """Show one tool: its versions and, for each descriptor type, its files with checksums.
+
+    ID_OR_TRS_URL is a tool id in --registry (e.g. '#workflow/wes-bridge/cwl/hello'), a
+    trs://HOST/ID[/VERSION] URI (id percent-encoded) or a TRS descriptor URL; with a version,
+    only that version is shown.
+    """
+    from .trs.client import TrsClient, parse_tool_reference, registry_for
+
+    settings = _settings(config)
+    with _trs_errors():
+        chosen = registry_for(registry_name, settings) if registry_name else None
+        registry, tool_id, version_id = parse_tool_reference(reference, settings, chosen)
+        with TrsClient(registry, settings) as client:
+            tool = client.tool(tool_id)
+            versions = [v for v in tool.get("versions") or [] if isinstance(v, dict)]
+            if version_id is not None:
+                versions = [v for v in versions if v.get("id") == version_id]
+                if not versions:
+                    raise click.ClickException(
+                        f"TRS registry {registry.name!r} has no version {version_id!r} of tool "
+                        f"{tool_id!r}"
+                    )
+            files: dict[str, dict[str, list[dict[str, Any]]]] = {}
+            for version in versions:
+                vid = str(version.get("id", ""))
+                files[vid] = {
+                    str(t): client.files(tool_id, vid, str(t))
+                    for t in version.get("descriptor_type") or []
+                }
+    if as_json:
+        shown = {**tool, "versions": versions}
+        record = {"registry": {"name": registry.name, "url": registry.url}, "tool": shown}
+        click.echo(json.dumps({**record, "files": files}, indent=2))
+        return
+    click.echo(f"tool          {tool.get('id', tool_id)}")
+    for key in ("name", "organization", "description"):
+        if tool.get(key):
+            click.echo(f"{key:<14}{str(tool[key]).strip().splitlines()[0]}")
+    click.echo(f"registry      {registry.name} ({registry.url})")
+    for version in versions:
+        vid = str(version.get("id", ""))
+        types = ",".join(str(t) for t in version.get("descriptor_type") or []) or "-"
+        flags = [
+            flag for flag in ("is_production", "verified", "signed") if version.get(flag) is True
+        ]
+        extra = f" ({', '.join(flags)})" if flags else ""
+        click.echo(f"version       {vid}  {types}{extra}")
+        for descriptor_type, listing in files[vid].items():
+            rows = [
+                (
+                    f"  {descriptor_type}",
+                    str(entry.get("file_type", "")),
+                    str(entry.get("path", "")),
+                    _checksum_text(entry),
+                )
+                for entry in listing
+            ]
+            if rows:
+                _table(rows)
+
+
+@trs.command("fetch")
+@click.argument("workflow_url")
+@click.option(
+    "--type",
+    "workflow_type",
+    required=True,
+    type=click.Choice(["CWL", "SMK", "NFL"], case_sensitive=False),
+    help="The run's workflow_type.",
+)
+@click.option(
+    "--dest",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="An empty (or new) folder to write the workflow into.",
+)
+@_trs_config_option
+def trs_fetch(workflow_url: str, workflow_type: str, dest: Path, config: Path | None) -> None:
+    """Fetch WORKFLOW_URL exactly as a run would stage it, and print its provenance (JSON).
+
+    WORKFLOW_URL: trs://HOST[:PORT]/ID/VERSION (id percent-encoded), #workflow/PATH:VERSION
+    (asked of each known registry in turn), or .../ga4gh/trs/v2/tools/ID/versions/VERSION/
+    TYPE/descriptor.
+    """
+    from .trs.client import fetch_trs_workflow
+
+    settings = _settings(config)
+    created = not dest.exists()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        if any(dest.iterdir()):
+            raise click.ClickException(f"--dest {dest} is not empty")
+    except OSError as exc:
+        raise click.ClickException(f"cannot use --dest {dest}: {exc}") from None
+    try:
+        with _trs_errors():
+            workflow = fetch_trs_workflow(workflow_url, workflow_type.upper(), dest, settings)
+    except click.ClickException:
+        if created:
+            with contextlib.suppress(OSError):
+                dest.rmdir()
+        raise
+    click.echo(json.dumps(workflow.as_record(), indent=2))
