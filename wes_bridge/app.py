@@ -98,6 +98,6 @@ def create_app(
     app.state.trs_registry = trs_registry
     if trs_registry is not None:
         app.include_router(trs_router, prefix=TRS_PREFIX)
-        install_trs_errors(app)
+    install_trs_errors(app)  # served or not, errors under the TRS prefix are TRS Errors
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     return app
