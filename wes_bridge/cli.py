@@ -90,12 +90,18 @@ def _server_options(func: Any) -> Any:
 def _serve(settings: Settings, *, wes: bool) -> None:
     import uvicorn
 
-    from .app import TES_PREFIX, WES_PREFIX, create_app
+    from .app import TES_PREFIX, TRS_PREFIX, WES_PREFIX, create_app
+    from .trs.registry import RegistryError
 
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    app = create_app(settings, wes=wes)
+    try:
+        app = create_app(settings, wes=wes)
+    except RegistryError as exc:
+        raise click.ClickException(f"this node's TRS registry cannot be served: {exc}") from exc
     base = f"http://{settings.host}:{settings.port}"
     served = [f"WES at {base}{WES_PREFIX}"] if wes else []
+    if wes and settings.trs.serve:
+        served.append(f"TRS at {base}{TRS_PREFIX}")
     if settings.tes.url is None:
         served.append(f"TES at {base}{TES_PREFIX}")
     else:

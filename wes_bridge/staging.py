@@ -3,8 +3,12 @@
 Everything is written into a hidden staging folder first and renamed into place only when the
 whole request was accepted, so a refused request leaves nothing behind. Attachment names are
 checked before anything is written: relative, no ``..``, no backslashes or NUL, no duplicates,
-no file that is also a folder. ``workflow_url`` is either one of the attachments (optionally
-with a ``#fragment``) or an ``http(s)`` URL fetched under the node's host policy.
+no file that is also a folder. ``workflow_url`` is one of the attachments (optionally with a
+``#fragment``), an ``http(s)`` URL fetched under the node's host policy, or a workflow in a TRS
+registry (:mod:`wes_bridge.trs.client`), fetched with every file it needs and checksum-checked.
+
+With ``trs.approved_only`` the node runs only workflows from approved TRS registries: anything
+else is refused (403) before a byte is written.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
 from .config import Settings
 from .errors import BadRequest, Forbidden
+
+if TYPE_CHECKING:
+    from .trs.client import TrsWorkflow
 
 __all__ = ["Attachment", "RunStager", "StagedRun", "check_url_host", "normalise_attachment_name"]
 
@@ -48,6 +55,8 @@ class StagedRun:
     workflow_dir: Path
     workflow_path: Path
     workflow_fragment: str | None
+    trs: dict[str, Any] | None = None
+    """Where a TRS workflow came from (:meth:`TrsWorkflow.as_record`), for the run's log."""
 
 
 def normalise_attachment_name(raw: str) -> str:
@@ -131,26 +140,76 @@ class RunStager:
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 
-    def stage(self, run_id: str, workflow_url: str, attachments: Iterable[Attachment]) -> StagedRun:
+    def stage(
+        self,
+        run_id: str,
+        workflow_url: str,
+        attachments: Iterable[Attachment],
+        workflow_type: str = "",
+    ) -> StagedRun:
+        from .trs.client import is_trs_url
+
+        url = workflow_url.strip()
+        from_trs = is_trs_url(url)
+        if self.settings.trs.approved_only and not from_trs:
+            raise Forbidden(
+                "this node runs only approved workflows (trs.approved_only): workflow_url must "
+                "name a workflow version in an approved TRS registry (trs://host/id/version), "
+                "not an attachment or a plain URL"
+            )
         final = self.run_dir(run_id)
         staging = self.root / f".staging-{run_id}"
         staging.mkdir(mode=0o750)
+        trs: TrsWorkflow | None = None
         try:
             workflow_dir = staging / WORKFLOW_DIR
             workflow_dir.mkdir()
-            names = self._write_attachments(workflow_dir, attachments)
-            relative, fragment = self._resolve_workflow(workflow_dir, workflow_url, names)
+            if from_trs:
+                trs = self._fetch_trs(workflow_dir, url, workflow_type)
+                relative, fragment = trs.primary_descriptor, None
+                self._write_attachments(workflow_dir, attachments, fetched=trs.primary_descriptor)
+            else:
+                names = self._write_attachments(workflow_dir, attachments)
+                relative, fragment = self._resolve_workflow(workflow_dir, url, names)
             os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return StagedRun(final, final / WORKFLOW_DIR, final / WORKFLOW_DIR / relative, fragment)
+        return StagedRun(
+            final,
+            final / WORKFLOW_DIR,
+            final / WORKFLOW_DIR / relative,
+            fragment,
+            trs.as_record() if trs is not None else None,
+        )
+
+    def _fetch_trs(self, workflow_dir: Path, url: str, workflow_type: str) -> TrsWorkflow:
+        from .trs.client import fetch_trs_workflow
+
+        fetched = fetch_trs_workflow(url, workflow_type, workflow_dir, self.settings)
+        if self.settings.trs.approved_only and not fetched.approved:
+            unverified = [f.path for f in fetched.files if not f.checksum]
+            why = (
+                f"files without a checksum to verify: {', '.join(unverified[:10])}"
+                if unverified
+                else f"registry {fetched.registry!r} is not an approved registry of this node"
+            )
+            raise Forbidden(
+                f"this node runs only approved workflows (trs.approved_only): {fetched.tool_id} "
+                f"version {fetched.version_id} from {fetched.registry!r} is not approved ({why})"
+            )
+        return fetched
 
     def discard(self, run_id: str) -> None:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     # -- attachments ------------------------------------------------------------------------
-    def _write_attachments(self, root: Path, attachments: Iterable[Attachment]) -> set[str]:
+    def _write_attachments(
+        self, root: Path, attachments: Iterable[Attachment], fetched: str | None = None
+    ) -> set[str]:
+        """Writes the attachments under ``root``; their names. ``fetched``: ``root`` already
+        holds a workflow from a registry (whose primary file that is), which an attachment may
+        add to but never replace."""
         items: list[tuple[str, Attachment]] = []
         by_name: dict[str, Attachment] = {}
         for attachment in attachments:
@@ -173,6 +232,13 @@ class RunStager:
                 raise BadRequest(f"attachment {clash!r} is a file but {name!r} uses it as a folder")
         for name, attachment in items:
             target = root.joinpath(*PurePosixPath(name).parts)
+            if fetched is not None:
+                clash = self._clash_with_fetched(root, name)
+                if clash:
+                    raise BadRequest(
+                        f"attachment {name!r} would replace {clash!r} of the workflow fetched "
+                        f"from the registry (primary file {fetched!r}); rename the attachment"
+                    )
             target.parent.mkdir(parents=True, exist_ok=True)
             # O_EXCL|O_NOFOLLOW: never follow or replace anything already there.
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -181,6 +247,19 @@ class RunStager:
                 attachment.file.seek(0)
                 shutil.copyfileobj(attachment.file, out, _CHUNK)
         return names
+
+    @staticmethod
+    def _clash_with_fetched(root: Path, name: str) -> str | None:
+        """The fetched file or folder that attachment ``name`` would replace or pass through."""
+        current = root
+        parts = PurePosixPath(name).parts
+        for i, part in enumerate(parts):
+            current = current / part
+            if current.is_symlink() or (
+                current.exists() and (i == len(parts) - 1 or current.is_file())
+            ):
+                return str(PurePosixPath(*parts[: i + 1]))
+        return None
 
     # -- workflow_url -----------------------------------------------------------------------
     def _resolve_workflow(

@@ -46,6 +46,7 @@ from ..registry import describe_validation_error
 from ..staging import Attachment
 from ..store import RunRecord, TaskRecord
 from ..tes.link import tes_endpoint
+from ..trs.client import known_registries
 
 __all__ = ["router"]
 
@@ -103,7 +104,16 @@ def get_service_info(node: NodeDep) -> ServiceInfo:
     tags: dict[str, str] = {
         "wes_bridge_version": __version__,
         "max_concurrent_runs": str(settings.max_concurrent_runs),
-        "workflow_url_schemes": "relative attachment path, http, https",
+        "workflow_url_schemes": (
+            "trs (approved registries only)"
+            if settings.trs.approved_only
+            else "relative attachment path, http, https, trs"
+        ),
+        "trs.approved_only": "yes" if settings.trs.approved_only else "no",
+        "trs.registries": ", ".join(
+            f"{r.name}={r.url}{'' if r.approved else ' (not approved)'}"
+            for r in known_registries(settings)
+        ),
     }
     # Where every step of every run executes: the node's TES, and how that TES runs tasks.
     tes = tes_endpoint(settings, "")
@@ -284,7 +294,7 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
         # Staging, the adapter's checks and the insert: one trip to the thread pool, since on
         # a busy node every hop between threads waits for the scheduler.
         run_id = node.store.new_run_id()
-        staged = node.stager.stage(run_id, workflow_url, attachments)
+        staged = node.stager.stage(run_id, workflow_url, attachments, workflow_type)
         try:
             spec = RunSpec(
                 run_id=run_id,
@@ -310,6 +320,7 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
                 {
                     "workflow_path": str(staged.workflow_path.relative_to(staged.workflow_dir)),
                     "workflow_fragment": staged.workflow_fragment,
+                    **({"trs": staged.trs} if staged.trs else {}),
                 },
             )
         except BaseException:
@@ -354,6 +365,38 @@ def list_runs(
     return RunListResponse(runs=[_summary(r) for r in runs[:size]], next_page_token=token)
 
 
+def trs_name(staged: dict[str, Any]) -> str | None:
+    """A TRS workflow's name in its run log: ``<tool id>:<version>``."""
+    trs = staged.get("trs")
+    if not isinstance(trs, dict):
+        return None
+    return f"{trs.get('tool_id')}:{trs.get('version_id')}"
+
+
+def trs_log_lines(staged: dict[str, Any]) -> list[str]:
+    """Where a TRS workflow came from, for the run log: registry, id, version, and each file
+    with the checksum it was verified against."""
+    trs = staged.get("trs")
+    if not isinstance(trs, dict):
+        return []
+    lines = [
+        f"workflow from TRS registry {trs.get('registry')!r} ({trs.get('registry_url')}): "
+        f"tool {trs.get('tool_id')!r} version {trs.get('version_id')!r}, "
+        f"{trs.get('descriptor_type')} primary descriptor {trs.get('primary_descriptor')!r}"
+    ]
+    for item in trs.get("files") or []:
+        checksum = (
+            f"{item.get('checksum_type')}:{item.get('checksum')} verified"
+            if item.get("checksum")
+            else "no checksum given by the registry"
+        )
+        lines.append(
+            f"TRS file {item.get('path')!r} ({item.get('file_type')}, "
+            f"{item.get('size')} bytes): {checksum}"
+        )
+    return lines
+
+
 def _run_or_404(node: Node, run_id: str) -> RunRecord:
     run = node.store.get_run(run_id)
     if run is None:
@@ -371,14 +414,16 @@ def get_run_log(run_id: str, node: NodeDep, request: Request) -> RunLog:
         request=req,
         state=run.state,
         run_log=Log(
-            name=Path(req.workflow_url.partition("#")[0]).name or req.workflow_url,
+            name=trs_name(run.staged)
+            or Path(req.workflow_url.partition("#")[0]).name
+            or req.workflow_url,
             cmd=run.cmd,
             start_time=_iso(run.start_time),
             end_time=_iso(run.end_time),
             stdout=f"{base}/runs/{run.id}/stdout",
             stderr=f"{base}/runs/{run.id}/stderr",
             exit_code=run.exit_code,
-            system_logs=run.system_logs,
+            system_logs=[*trs_log_lines(run.staged), *run.system_logs],
         ),
         task_logs_url=f"{base}/runs/{run.id}/tasks",
         outputs=run.outputs,
