@@ -60,6 +60,16 @@ def _error(response, status: int, *fragments: str) -> None:  # type: ignore[no-u
         ({"workflow_url": "../hello.cwl"}, 400, ["parent directory"]),
         ({"workflow_url": "file:///etc/passwd"}, 400, ["scheme 'file' is not supported"]),
         ({"workflow_url": "ftp://example.org/x.cwl"}, 400, ["scheme 'ftp'"]),
+        ({"workflow_url": "http://[::1/x.cwl"}, 400, ["is malformed"]),
+        ({"workflow_url": "trs://[::1/x/1"}, 400, ["invalid host or port"]),
+        ({"workflow_url": "trs://127.0.0.1:99999/x/1"}, 400, ["invalid host or port"]),
+        ({"workflow_url": "trs://example.org/only-an-id"}, 400, ["trs://<host[:port]>/<id>/"]),
+        ({"workflow_url": "#workflow/wes-bridge/cwl/hello"}, 400, ["needs its version"]),
+        (
+            {"workflow_url": "https://[zz]/ga4gh/trs/v2/tools/a/versions/1/CWL/descriptor"},
+            400,
+            ["is malformed"],
+        ),
         (
             {"workflow_params": '{"x": {"class": "File", "location": "../../secret"}}'},
             400,

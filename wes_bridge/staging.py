@@ -88,7 +88,10 @@ def normalise_attachment_name(raw: str) -> str:
 def check_url_host(url: str, settings: Settings) -> None:
     """Refuse URLs the node must not fetch: other schemes, hosts outside the allow-list, and
     (unless allowed) hosts resolving to loopback, private, link-local or reserved addresses."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "http://[::1/x": a bracketed host that is not IPv6
+        raise BadRequest(f"URL {url!r} is malformed: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise BadRequest(f"URL scheme {parts.scheme!r} is not supported; use http or https")
     host = parts.hostname
@@ -275,7 +278,10 @@ class RunStager:
                 name = normalise_attachment_name(candidate)
                 if name in names:
                     return name, fragment or None
-        scheme = urlsplit(url).scheme
+        try:
+            scheme = urlsplit(url).scheme
+        except ValueError as exc:
+            raise BadRequest(f"workflow_url {url!r} is malformed: {exc}") from exc
         if scheme in ("http", "https"):
             base, _, fragment = url.partition("#")
             return self._fetch(workflow_dir, base, names), fragment or None

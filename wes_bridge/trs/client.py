@@ -264,7 +264,10 @@ _DESCRIPTOR_PATH = re.compile(
 
 def _descriptor_url_parts(url: str) -> tuple[str, str, str, str] | None:
     """(registry base URL, id, version, descriptor type) of a TRS descriptor URL, or None."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # not a URL at all; staging says so
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
     match = _DESCRIPTOR_PATH.match(parts.path)
@@ -307,11 +310,11 @@ def _split_trs_uri(url: str, *, need_version: bool) -> tuple[str, str, int | Non
         segments = segments[:-1]
     if len(segments) not in ((2,) if need_version else (1, 2)) or not all(segments):
         raise BadRequest(f"workflow_url {url!r}: {_TRS_URI_USAGE}")
-    host_parts = urlsplit("//" + netloc)
     try:
+        host_parts = urlsplit("//" + netloc)
         port = host_parts.port
-    except ValueError as exc:
-        raise BadRequest(f"workflow_url {url!r} has an invalid port") from exc
+    except ValueError as exc:  # a bad port, or a bracketed host that is not IPv6
+        raise BadRequest(f"workflow_url {url!r} has an invalid host or port: {exc}") from exc
     if not host_parts.hostname or "@" in netloc:
         raise BadRequest(f"workflow_url {url!r} names no host ({_TRS_URI_USAGE})")
     version = unquote(segments[1]) if len(segments) == 2 else None
