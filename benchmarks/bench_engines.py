@@ -12,7 +12,8 @@ direct:      the engine run directly on a fresh copy/output directory, timed fro
              inputs.json`` (Toil's default single-machine batch system) and ``snakemake
              --cores 2 --snakefile Snakefile --configfile config.yaml`` in a copy of the folder,
              ``nextflow run main.nf -params-file params.json --outdir R`` (local executor) in
-             a copy of the folder.
+             a copy of the folder, with the trace, report and timeline the node keeps of
+             every Nextflow run (``--direct-logs none``: without them).
 wes-bridge:  the same workflow submitted to one real ``wes-bridge serve`` (started once, on a
              free 127.0.0.1 port, data directory in a temporary directory) as a multipart
              ``POST /runs`` (every file of the folder as a ``workflow_attachment``), timed from
@@ -159,6 +160,7 @@ class Engine:
     name: str
     workflow: Workflow
     engine_parameters: dict[str, Any]
+    direct_logs: bool = True
 
     def direct(self, where: Path) -> tuple[list[str], Path, dict[str, str]]:
         """(command, working directory, file -> checksum expected under it)."""
@@ -170,6 +172,10 @@ class Engine:
             cmd = [nextflow_command(), "-log", str(where / "nextflow.log"), "run", wf.main]
             cmd += ["-params-file", wf.params_file, "--outdir", str(results)]
             cmd += ["-ansi-log", "false", "-work-dir", str(where / "nextflow-work")]
+            if self.direct_logs:  # what the node keeps of every Nextflow run
+                cmd += ["-with-trace", str(where / "trace.txt")]
+                cmd += ["-with-report", str(where / "report.html")]
+                cmd += ["-with-timeline", str(where / "timeline.html")]
             want = {rel: o["checksum"] for rel, o in wf.expected["outputs"].items()}
             return cmd, results, want
         if self.name == "snakemake":
@@ -199,7 +205,7 @@ class Engine:
                 raise BenchError(f"output {key!r}: {got.get('checksum')}, expected {exp}")
 
 
-def make_engines(names: Sequence[str]) -> list[Engine]:
+def make_engines(names: Sequence[str], direct_logs: bool = True) -> list[Engine]:
     cwl = Workflow.load(WORKFLOWS / "cwl" / "fanout", "CWL")
     smk = Workflow.load(WORKFLOWS / "snakemake" / "fanout", "SMK")
     nfl = Workflow.load(WORKFLOWS / "nextflow" / "fanout", "NFL")
@@ -207,7 +213,7 @@ def make_engines(names: Sequence[str]) -> list[Engine]:
         "cwltool": Engine("cwltool", cwl, {"parallel": True}),
         "toil": Engine("toil", cwl, {}),
         "snakemake": Engine("snakemake", smk, {}),
-        "nextflow": Engine("nextflow", nfl, {}),
+        "nextflow": Engine("nextflow", nfl, {}, direct_logs),
     }
     return [known[n] for n in names]
 
@@ -644,7 +650,8 @@ def print_report(results: list[Result], args: argparse.Namespace, meta: dict[str
     print(
         f"== fan-out of 20 steps + gather: direct vs. through wes-bridge on its TES, "
         f"{args.repeat} round(s) each after 1 warm-up, interleaved; "
-        f"poll {args.poll * 1000:.0f} ms; niceness {args.niceness} (both sides)"
+        f"poll {args.poll * 1000:.0f} ms; niceness {args.niceness} (both sides); "
+        f"--direct-logs {args.direct_logs}"
     )
     rows = []
     for r in results:
@@ -736,7 +743,7 @@ def measure(
 
 
 def bench(args: argparse.Namespace) -> int:
-    engines = make_engines(args.engines)
+    engines = make_engines(args.engines, args.direct_logs == "node")
     root = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     results = [Result(e.name) for e in engines]
     meta: dict[str, Any] = {
@@ -833,6 +840,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(WES_BRIDGE_DRIVER_NICENESS, whose own default is 10) and the direct runs (each "
         "in a session, i.e. scheduler autogroup, of its own, niced as the node does it); "
         "10 measures the node as it runs by default",
+    )
+    p.add_argument(
+        "--direct-logs",
+        choices=("node", "none"),
+        default="node",
+        help="node: the direct runs write the run logs the node keeps of every run (Nextflow: "
+        "-with-trace, -with-report, -with-timeline), so both sides do the same work; none: "
+        "the engine's defaults",
     )
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
