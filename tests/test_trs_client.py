@@ -532,6 +532,28 @@ def test_a_checksum_mismatch_is_refused(
     assert msg.startswith("checksum mismatch for tools/echo.cwl"), msg
 
 
+def test_a_run_whose_workflow_fails_its_checksum_is_refused_and_nothing_runs(
+    reg: FakeRegistry, tmp_path: Path
+) -> None:
+    """Through WES: a 400 naming the file, no run, no run directory, no TES task."""
+    reg.tools[TOOL_ID][VERSION].served["main.cwl"] = MAIN + b"# tampered\n"
+    settings = settings_for(tmp_path, configured(reg), port=free_port())
+    with SpecCheckedClient(create_app(settings)) as client:
+        response = client.post(
+            "/ga4gh/wes/v1/runs",
+            data={
+                "workflow_type": "CWL",
+                "workflow_type_version": "v1.2",
+                "workflow_url": trs_uri(reg),
+            },
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["msg"].startswith("checksum mismatch for main.cwl")
+        assert client.get("/ga4gh/wes/v1/runs").json()["runs"] == []
+        assert client.get("/ga4gh/tes/v1/tasks").json()["tasks"] == []
+    assert list((tmp_path / "data" / "runs").iterdir()) == []
+
+
 def test_checksum_type_spellings_and_unknown_types(
     reg: FakeRegistry, tmp_path: Path, dest: Path
 ) -> None:
