@@ -706,3 +706,36 @@ def test_the_token_is_written_nowhere(
         content = path.read_bytes()
         assert token.encode() not in content, path
         assert signature.encode() not in content, path
+
+
+# -- the user's token for an external TES -------------------------------------------------------
+def test_forwarded_tokens_are_sealed_and_reach_only_the_driver(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from wes_bridge.auth.sealed import TokenBox
+    from wes_bridge.supervisor import Supervisor
+
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        tes={"url": "http://127.0.0.1:9/ga4gh/tes/v1", "forward_user_token": True},
+    )
+    settings.data_dir.mkdir(parents=True)
+    box = TokenBox(settings.data_dir / "auth.key")
+    sealed = box.seal("the-users-token")
+    assert "the-users-token" not in sealed
+    assert stat.S_IMODE((settings.data_dir / "auth.key").stat().st_mode) == 0o600
+    store = RunStore(settings.effective_database_url)
+    store.create_run("r1", "cwltool", {}, {}, str(tmp_path), {}, subject="u", credential=sealed)
+    record = store.get_run("r1")
+    assert record is not None
+    assert "the-users-token" not in repr(record)
+    supervisor = SimpleNamespace(settings=settings, store=store)
+    assert Supervisor._tes_token(supervisor, record) == "the-users-token"  # type: ignore[arg-type]
+    # Another node key cannot open it, and the run forgets it when it ends.
+    assert TokenBox(tmp_path / "other.key").open(sealed) is None
+    store.transition("r1", "CANCELED", {"QUEUED"})
+    ended = store.get_run("r1")
+    assert ended is not None
+    assert ended.credential is None
+    store.close()
+    assert b"the-users-token" not in Path(settings.effective_database_url[10:]).read_bytes()
