@@ -137,7 +137,8 @@ def _is_minimal(data: Any) -> bool:
 
 
 # Error statuses the node may answer on any TES operation (TES itself declares none).
-TES_ERROR_STATUSES = frozenset({400, 404, 500})
+# 401 and 403 when authentication is on (TES declares no error responses at all).
+TES_ERROR_STATUSES = frozenset({400, 401, 403, 404, 500})
 
 
 class SpecViolation(AssertionError):
@@ -230,8 +231,9 @@ def _check_error_body(method: str, template: str, status: int, body: bytes, ctyp
 # -- TRS -------------------------------------------------------------------------------------
 # Error statuses the node may answer on any TRS operation although the operation declares
 # none: 400 for bad query parameters (TRS declares no 400 anywhere), 404 for an unknown tool on
-# operations that declare no 404 (/tools/{id}/versions), 405 for another method, 500.
-TRS_ERROR_STATUSES = frozenset({400, 404, 405, 500})
+# operations that declare no 404 (/tools/{id}/versions), 405 for another method, 500; 401 (no or
+# bad credentials) when authentication is on: TRS declares a BEARER security scheme but no 401.
+TRS_ERROR_STATUSES = frozenset({400, 401, 404, 405, 500})
 
 
 @cache

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
@@ -15,6 +15,7 @@ from .api.errors import error_response
 from .api.tes import router as tes_router
 from .api.trs import TRS_PREFIX, install_trs_errors, trs_error
 from .api.trs import router as trs_router
+from .auth.api import tes_user, trs_user, wes_user
 from .config import Settings
 from .errors import UploadTooLarge
 from .node import Node, build_node
@@ -91,13 +92,14 @@ def create_app(
     )
     app.state.node = node
     install_error_handlers(app)
+    # Every operation of each API needs credentials when auth is on (service-info excepted).
     if wes:
-        app.include_router(wes_router, prefix=WES_PREFIX)
+        app.include_router(wes_router, prefix=WES_PREFIX, dependencies=[Depends(wes_user)])
     if node.tes is not None:
-        app.include_router(tes_router, prefix=TES_PREFIX)
+        app.include_router(tes_router, prefix=TES_PREFIX, dependencies=[Depends(tes_user)])
     app.state.trs_registry = trs_registry
     if trs_registry is not None:
-        app.include_router(trs_router, prefix=TRS_PREFIX)
+        app.include_router(trs_router, prefix=TRS_PREFIX, dependencies=[Depends(trs_user)])
     install_trs_errors(app)  # served or not, errors under the TRS prefix are TRS Errors
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     return app

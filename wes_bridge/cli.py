@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import sys
@@ -87,12 +88,37 @@ def _server_options(func: Any) -> Any:
     return func
 
 
+def _is_loopback(host: str) -> bool:
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_bind(settings: Settings) -> None:
+    """A node without authentication listens on loopback only, unless the operator insists."""
+    if (
+        settings.auth.mode == "none"
+        and not settings.auth.allow_insecure_bind
+        and not _is_loopback(settings.host)
+    ):
+        raise click.ClickException(
+            f"refusing to listen on {settings.host} without authentication (auth.mode none): "
+            "anyone who reaches it could run workflows and read every run. Set auth.mode to "
+            "oidc or basic, bind to 127.0.0.1, or set auth.allow_insecure_bind: true"
+        )
+
+
 def _serve(settings: Settings, *, wes: bool) -> None:
     import uvicorn
 
     from .app import TES_PREFIX, TRS_PREFIX, WES_PREFIX, create_app
     from .trs.registry import RegistryError
 
+    _check_bind(settings)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     try:
         app = create_app(settings, wes=wes)
@@ -188,6 +214,33 @@ def engines(config: Path | None) -> None:
         )
     for name in settings.disabled_engines:
         click.echo(f"{name}: disabled by configuration")
+
+
+# -- wes-bridge auth ------------------------------------------------------------------------
+@main.group()
+def auth() -> None:
+    """Authentication helpers."""
+
+
+@auth.command("hash-password")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input instead of a prompt.",
+)
+def hash_password(password_stdin: bool) -> None:
+    """Print the bcrypt hash of a password, for auth.basic.users."""
+    import bcrypt
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.ClickException("the password is empty")
+    if len(password.encode("utf-8")) > 72:
+        raise click.ClickException("bcrypt uses at most 72 bytes of a password; use a shorter one")
+    click.echo(bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii"))
 
 
 # -- wes-bridge trs -------------------------------------------------------------------------

@@ -20,7 +20,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from .auth.settings import AuthSettings
+
 __all__ = [
+    "AuthSettings",
     "ConfigFileError",
     "Settings",
     "TesSettings",
@@ -78,6 +81,12 @@ class TesSettings(BaseModel):
     token: SecretStr | None = Field(None, description="Bearer token for the external TES.")
     username: str | None = Field(None, description="Basic-auth user for the external TES.")
     password: SecretStr | None = None
+    forward_user_token: bool = Field(
+        False,
+        description="Send each run's tasks to the external TES with the bearer token of the "
+        "user who submitted the run (instead of tes.token). The token is kept encrypted in the "
+        "database until the run ends.",
+    )
 
     shared_filesystem: bool | None = Field(
         None,
@@ -266,6 +275,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     tes: TesSettings = Field(default_factory=TesSettings)  # type: ignore[arg-type]
     trs: TrsSettings = Field(default_factory=TrsSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
 
     @field_validator("data_dir")
     @classmethod

@@ -5,6 +5,7 @@
     WesError                 (500)  base; carries the message shown to the client
     ├── BadRequest           (400)  malformed input: bad JSON, bad names, bad tokens
     │   └── UploadTooLarge   (400)  the request body passed ``max_upload_bytes``
+    ├── Unauthorized         (401)  no credentials, or credentials that do not verify
     ├── Forbidden            (403)  refused by policy, e.g. a workflow_url host
     ├── NotFound             (404)  unknown run or task
     └── InvalidTransition    (400)  e.g. cancelling a run that has already ended
@@ -20,6 +21,7 @@ __all__ = [
     "Forbidden",
     "InvalidTransition",
     "NotFound",
+    "Unauthorized",
     "UploadTooLarge",
     "WesError",
 ]
@@ -41,6 +43,23 @@ class BadRequest(WesError):
 
 class UploadTooLarge(BadRequest):
     pass
+
+
+class Unauthorized(WesError):
+    """No credentials, or ones that do not verify; ``headers`` holds the ``WWW-Authenticate``
+    challenge."""
+
+    status_code = 401
+
+    def __init__(
+        self, msg: str, scheme: str = "Bearer", error: str | None = "invalid_token"
+    ) -> None:
+        super().__init__(msg)
+        challenge = f'{scheme} realm="wes-bridge"'
+        if scheme == "Bearer" and error is not None:
+            description = msg.replace('"', "'").replace("\\", "/")
+            challenge += f', error="{error}", error_description="{description}"'
+        self.headers = {"WWW-Authenticate": challenge}
 
 
 class Forbidden(WesError):

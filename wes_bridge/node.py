@@ -6,6 +6,8 @@ import logging
 import shutil
 from dataclasses import dataclass
 
+from .auth import Authenticator, DatasetPolicy
+from .auth.sealed import TokenBox
 from .config import Settings
 from .pagination import PageTokens
 from .registry import EngineRegistry
@@ -29,6 +31,9 @@ class Node:
     stager: RunStager
     supervisor: SupervisorProcess
     page_tokens: PageTokens
+    auth: Authenticator
+    policy: DatasetPolicy
+    tokens: TokenBox
     # The embedded TES (None when the node uses an external one).
     tes: TesStore | None = None
     tes_backend: Backend | None = None
@@ -76,6 +81,9 @@ def build_node(
     """The node's parts; ``wes=False`` for a TES-only server (``wes-bridge tes serve``)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    # Run directories are the run's user's: no other OS user reads them (tasks on the host
+    # backend all run as the server's user, see README "Authentication and access").
+    settings.runs_dir.chmod(0o700)
     # Half-staged requests from a crash: never queued, so nothing refers to them.
     for leftover in settings.runs_dir.glob(".staging-*"):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -92,9 +100,13 @@ def build_node(
         stager=RunStager(settings),
         supervisor=SupervisorProcess(settings, store, wes=wes, tes=embedded_tes),
         page_tokens=PageTokens(store.secret("page_tokens")),
+        auth=Authenticator(settings.auth, store),
+        policy=DatasetPolicy(settings.auth.datasets),
+        tokens=TokenBox(settings.data_dir / "auth.key"),
     )
     if embedded_tes:
         settings.tes_dir.mkdir(parents=True, exist_ok=True)
+        settings.tes_dir.chmod(0o700)
         node.tes = TesStore(store)
         node.tes_backend = make_backend(settings.tes.backend, settings.tes.container_binary)
         node.tes_backend_available = node.tes_backend.available()

@@ -162,7 +162,7 @@ class RunStager:
             )
         final = self.run_dir(run_id)
         staging = self.root / f".staging-{run_id}"
-        staging.mkdir(mode=0o750)
+        staging.mkdir(mode=0o700)
         trs: TrsWorkflow | None = None
         try:
             workflow_dir = staging / WORKFLOW_DIR

@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,19 +27,22 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     create_engine,
     event,
+    false,
     func,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["Base", "RunRecord", "RunStore", "TaskRecord", "utcnow"]
+__all__ = ["Base", "RunRecord", "RunStore", "TaskRecord", "add_missing_columns", "utcnow"]
 
 TERMINAL_STATES = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
 ACTIVE_STATES = frozenset({"INITIALIZING", "RUNNING", "CANCELING"})
@@ -74,8 +77,18 @@ class _Run(Base):
     system_logs: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
     driver_pid: Mapped[int | None] = mapped_column(Integer)
     driver_started: Mapped[float | None] = mapped_column(Float)
+    # The replica that claimed the run (not its user: that is ``subject``).
     owner: Mapped[str | None] = mapped_column(String(64))
-    __table_args__ = (Index("ix_runs_state_seq", "state", "seq"),)
+    # The user who submitted the run (the token's subject; None with auth.mode none), the
+    # dataset grants they held then, and their token encrypted for an external TES that needs
+    # it (tes.forward_user_token; cleared when the run ends).
+    subject: Mapped[str | None] = mapped_column(String(255))
+    grants: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    credential: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        Index("ix_runs_state_seq", "state", "seq"),
+        Index("ix_runs_subject_seq", "subject", "seq"),
+    )
 
 
 class _RunTag(Base):
@@ -138,6 +151,9 @@ class RunRecord:
     system_logs: list[str]
     driver_pid: int | None
     driver_started: float | None
+    subject: str | None = None
+    grants: dict[str, Any] | None = None
+    credential: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -183,6 +199,9 @@ def _run_record(row: _Run) -> RunRecord:
         system_logs=list(row.system_logs or []),
         driver_pid=row.driver_pid,
         driver_started=row.driver_started,
+        subject=row.subject,
+        grants=dict(row.grants) if row.grants is not None else None,
+        credential=row.credential,
     )
 
 
@@ -243,6 +262,7 @@ class RunStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine, _Run.__table__)  # type: ignore[arg-type]
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(wes_bridge_write=True)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
@@ -287,6 +307,10 @@ class RunStore:
         tags: dict[str, str],
         run_dir: str,
         staged: dict[str, Any],
+        *,
+        subject: str | None = None,
+        grants: dict[str, Any] | None = None,
+        credential: str | None = None,
     ) -> RunRecord:
         now = utcnow()
         values: dict[str, Any] = {
@@ -301,6 +325,9 @@ class RunStore:
             "cmd": [],
             "outputs": {},
             "system_logs": [],
+            "subject": subject,
+            "grants": grants,
+            "credential": credential,
         }
         # Core statements with bound parameters, compiled once and cached: this is the hot
         # path of POST /runs, and it runs while holding the write lock.
@@ -331,6 +358,11 @@ class RunStore:
         with self._session() as s:
             return s.scalar(select(_Run.state).where(_Run.id == run_id))
 
+    def get_state_and_subject(self, run_id: str) -> tuple[str, str | None] | None:
+        with self._session() as s:
+            row = s.execute(select(_Run.state, _Run.subject).where(_Run.id == run_id)).first()
+            return (row[0], row[1]) if row is not None else None
+
     def list_runs(
         self,
         limit: int,
@@ -338,9 +370,15 @@ class RunStore:
         state: str | None = None,
         tag_key: str | None = None,
         tag_value: str | None = None,
+        *,
+        subject: str | None = None,
+        everyone: bool = True,
     ) -> list[RunRecord]:
-        """Newest first; ``before_seq`` continues a page (keyset, stable under inserts)."""
+        """Newest first; ``before_seq`` continues a page (keyset, stable under inserts).
+        Unless ``everyone``, only the runs of ``subject``."""
         query = select(_Run).order_by(_Run.seq.desc()).limit(limit)
+        if not everyone:
+            query = query.where(_Run.subject == subject) if subject else query.where(false())
         if before_seq is not None:
             query = query.where(_Run.seq < before_seq)
         if state is not None:
@@ -390,6 +428,8 @@ class RunStore:
         values: dict[str, Any] = {"state": to_state, **fields}
         if to_state in TERMINAL_STATES and "end_time" not in fields:
             values["end_time"] = now
+        if to_state in TERMINAL_STATES:
+            values["credential"] = None  # the user's token is kept no longer than the run
         with self._write() as s:
             result = s.execute(
                 update(_Run)
@@ -529,6 +569,38 @@ def _close_open_tasks(s: Session, run_id: str, state: str, note: str) -> None:
         .values(state=state, end_time=utcnow(), system_logs=[note])
         .execution_options(synchronize_session=False)
     )
+
+
+def add_missing_columns(engine: Engine, table: Table) -> None:
+    """Add the columns of ``table`` that a database made by an older version lacks.
+
+    ``create_all`` creates missing tables but never alters existing ones. New columns are
+    nullable, so adding them needs no default; a replica that adds one at the same moment
+    makes the other's ALTER fail, which is fine. Missing indexes are created likewise.
+    """
+    inspector = inspect(engine)
+    if not inspector.has_table(table.name):
+        return
+    present = {c["name"] for c in inspector.get_columns(table.name)}
+    preparer = engine.dialect.identifier_preparer
+    for column in table.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=engine.dialect)
+        statement = (
+            f"ALTER TABLE {preparer.format_table(table)} "
+            f"ADD COLUMN {preparer.format_column(column)} {kind}"
+        )
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+        except (OperationalError, ProgrammingError):
+            if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                raise
+    for index in table.indexes:
+        # (created meanwhile by another replica: fine)
+        with contextlib.suppress(OperationalError, ProgrammingError):
+            index.create(engine, checkfirst=True)
 
 
 def dumps(value: Any) -> str:

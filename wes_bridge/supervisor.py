@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from .auth.core import run_credential
+from .auth.sealed import TokenBox
 from .config import Settings
 from .drivers import DriverLauncher, DriverProcess, RunFiles, read_outcome
 from .errors import InvalidTransition, NotFound
@@ -280,7 +282,7 @@ class Supervisor:
                 spec,
                 files.run_dir,
                 self.settings.driver_niceness,
-                tes_endpoint(self.settings, record.id),
+                tes_endpoint(self.settings, record.id, token=self._tes_token(record)),
             )
         except Exception as exc:
             if self._requeue_after_launch_failure(record.id, exc):
@@ -302,6 +304,21 @@ class Supervisor:
         ):
             # Cancelled while starting: record the driver so the next tick can stop it.
             self.store.update_run(record.id, **driver)
+
+    def _tes_token(self, record: RunRecord) -> str | None:
+        """The bearer token the run's driver uses on the node's TES, if not the node's own:
+        with auth on, the embedded TES takes the run's credential (tasks then belong to the
+        run's user); an external TES takes the user's own token if tes.forward_user_token."""
+        if self.settings.tes.url is None:
+            if self.settings.auth.mode == "none":
+                return None
+            return run_credential(self.store, record.id)
+        if self.settings.tes.forward_user_token and record.credential:
+            token = TokenBox(self.settings.data_dir / "auth.key").open(record.credential)
+            if token is None:
+                log.error("run %s: the user's token cannot be decrypted (auth.key)", record.id)
+            return token
+        return None
 
     def _requeue_after_launch_failure(self, run_id: str, exc: Exception) -> bool:
         """Put a run whose driver could not be started back in the queue, if that is right.

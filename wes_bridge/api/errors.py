@@ -21,8 +21,12 @@ __all__ = ["error_response", "install_error_handlers"]
 log = logging.getLogger(__name__)
 
 
-def error_response(status_code: int, msg: str) -> JSONResponse:
-    return JSONResponse({"msg": msg, "status_code": status_code}, status_code=status_code)
+def error_response(
+    status_code: int, msg: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"msg": msg, "status_code": status_code}, status_code=status_code, headers=headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -38,7 +42,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, WesError)
         if exc.status_code >= 500:
             log.error("%s", exc.msg)
-        return error_response(exc.status_code, exc.msg)
+        return error_response(exc.status_code, exc.msg, getattr(exc, "headers", None))
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

@@ -16,9 +16,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from .. import __version__
+from ..auth import Principal, strings_in
+from ..auth.api import TesPrincipal
 from ..config import Settings
-from ..errors import BadRequest, InvalidTransition, NotFound
+from ..errors import BadRequest, Forbidden, InvalidTransition, NotFound
 from ..node import Node
+from ..plugin import RUN_TAG
 from ..registry import describe_validation_error
 from ..tes.models import TASK_STATES, TesCreateTaskResponse, TesTask, View
 from ..tes.paths import local_path, within
@@ -113,8 +116,19 @@ def _check_locations(task: TesTask, settings: Settings) -> None:
             )
 
 
+def _visible(tes: Any, task_id: str, principal: Principal) -> TaskRow:
+    """The task, if ``principal`` may see it: another user's task is a 404, as an unknown one
+    is."""
+    row: TaskRow | None = tes.get(task_id)
+    if row is None or not principal.owns(row.owner, row.tags):
+        raise NotFound(f"task {task_id} not found")
+    return row
+
+
 @router.post("/tasks")
-async def create_task(request: Request, node: NodeDep) -> TesCreateTaskResponse:
+async def create_task(
+    request: Request, node: NodeDep, principal: TesPrincipal
+) -> TesCreateTaskResponse:
     body = await request.body()
     if len(body) > MAX_TASK_BYTES:
         raise BadRequest(f"a task document may be at most {MAX_TASK_BYTES} bytes")
@@ -130,6 +144,13 @@ async def create_task(request: Request, node: NodeDep) -> TesCreateTaskResponse:
         raise BadRequest(f"invalid task: {describe_validation_error(exc)}") from exc
     settings = node.settings
     _check_locations(task, settings)
+    # A run's driver creates the tasks of that run only; they are its user's.
+    if principal.kind == "run" and (task.tags or {}).get(RUN_TAG) != principal.run_id:
+        raise Forbidden(f"a run's credential creates only tasks tagged {RUN_TAG}=<that run>")
+    # Dataset access: every string of the task (inputs, outputs, commands, environment).
+    node.policy.check(
+        node.policy.datasets_named(strings_in(data)), principal.grants, what="this task"
+    )
     resources = task.resources
     system_logs: list[str] = []
     if resources and resources.backend_parameters:
@@ -171,6 +192,7 @@ async def create_task(request: Request, node: NodeDep) -> TesCreateTaskResponse:
             task_dir=str(task_dir),
             state=state,
             logs=logs,
+            owner=principal.subject,
         )
 
     await run_in_threadpool(insert)
@@ -224,6 +246,7 @@ def _view(value: str | None) -> str:
 @router.get("/tasks")
 def list_tasks(
     node: NodeDep,
+    principal: TesPrincipal,
     name_prefix: Annotated[str | None, Query()] = None,
     state: Annotated[str | None, Query()] = None,
     tag_key: Annotated[list[str] | None, Query()] = None,
@@ -243,9 +266,25 @@ def list_tasks(
     if len(values) > len(keys):
         raise BadRequest("more tag_value than tag_key parameters")
     tags = {key: (values[i] if i < len(values) else "") for i, key in enumerate(keys)}
-    scope = json.dumps(["tes", name_prefix, state, sorted(tags.items())])
+    everyone = principal.sees_all
+    scope = json.dumps(
+        ["tes", name_prefix, state, sorted(tags.items()), None if everyone else principal.subject]
+    )
     before = node.page_tokens.decode(page_token, scope) if page_token else None
-    rows = _tes(node).list_tasks(size + 1, before, name_prefix=name_prefix, state=state, tags=tags)
+    query_tags = dict(tags)
+    if principal.kind == "run":  # a run's driver sees the tasks of its run only
+        if tags.get(RUN_TAG) not in (None, "", principal.run_id):
+            return {"tasks": []}
+        query_tags[RUN_TAG] = principal.run_id or ""
+    rows = _tes(node).list_tasks(
+        size + 1,
+        before,
+        name_prefix=name_prefix,
+        state=state,
+        tags=query_tags,
+        owner=principal.subject,
+        everyone=everyone,
+    )
     tail = node.settings.tes.log_tail_bytes
     response: dict[str, Any] = {"tasks": [render(r, chosen, tail) for r in rows[:size]]}
     if len(rows) > size:
@@ -255,23 +294,27 @@ def list_tasks(
 
 @router.get("/tasks/{task_id}")
 def get_task(
-    task_id: str, node: NodeDep, view: Annotated[str | None, Query()] = None
+    task_id: str,
+    node: NodeDep,
+    principal: TesPrincipal,
+    view: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     chosen = _view(view)
-    if chosen == "MINIMAL":  # the view clients poll: one column, no JSON to decode
+    if chosen == "MINIMAL" and principal.sees_all:
+        # The view clients poll: one column, no JSON to decode.
         state = _tes(node).get_state(task_id)
         if state is None:
             raise NotFound(f"task {task_id} not found")
         return {"id": task_id, "state": state}
-    row = _tes(node).get(task_id)
-    if row is None:
-        raise NotFound(f"task {task_id} not found")
+    row = _visible(_tes(node), task_id, principal)
     return render(row, chosen, node.settings.tes.log_tail_bytes)
 
 
 @router.post("/tasks/{task_id}:cancel")
-def cancel(task_id: str, node: NodeDep) -> dict[str, Any]:
+def cancel(task_id: str, node: NodeDep, principal: TesPrincipal) -> dict[str, Any]:
     tes = _tes(node)
+    if not principal.sees_all:
+        _visible(tes, task_id, principal)
     state = cancel_task(tes, task_id)
     if state is None:
         raise NotFound(f"task {task_id} not found")

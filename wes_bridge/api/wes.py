@@ -21,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from .. import __version__
+from ..auth import Principal, strings_in
+from ..auth.api import WesPrincipal
 from ..errors import BadRequest, NotFound
 from ..models import (
     STATES,
@@ -46,7 +48,7 @@ from ..registry import describe_validation_error
 from ..staging import Attachment
 from ..store import RunRecord, TaskRecord
 from ..tes.link import tes_endpoint
-from ..trs.client import known_registries
+from ..trs.client import known_registries, self_registry_token
 
 __all__ = ["router"]
 
@@ -110,6 +112,7 @@ def get_service_info(node: NodeDep) -> ServiceInfo:
             else "relative attachment path, http, https, trs"
         ),
         "trs.approved_only": "yes" if settings.trs.approved_only else "no",
+        "auth.mode": settings.auth.mode,
         "trs.registries": ", ".join(
             f"{r.name}={r.url}{'' if r.approved else ' (not approved)'}"
             for r in known_registries(settings)
@@ -247,7 +250,7 @@ async def _read_request(request: Request, node: Node) -> tuple[dict[str, Any], l
 
 
 @router.post("/runs", response_model=RunId)
-async def run_workflow(request: Request, node: NodeDep) -> RunId:
+async def run_workflow(request: Request, node: NodeDep, principal: WesPrincipal) -> RunId:
     fields, attachments = await _read_request(request, node)
     workflow_type = _text_field(fields, "workflow_type")
     workflow_type_version = _text_field(fields, "workflow_type_version")
@@ -278,6 +281,18 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
         ) from exc
     if not workflow_url:
         raise BadRequest("workflow_url is required")
+    # Dataset access, before anything is written: the parameters and the workflow URL. The
+    # staged workflow files are checked once staged, below.
+    policy = node.policy
+    policy.check(
+        policy.datasets_named(
+            [workflow_url, *strings_in(params), *strings_in(engine_params), *tags.values()]
+        ),
+        principal.grants,
+    )
+    credential = None
+    if node.settings.tes.url and node.settings.tes.forward_user_token and principal.token:
+        credential = node.tokens.seal(principal.token.get_secret_value())
 
     run_request = RunRequest(
         workflow_params=params,
@@ -294,8 +309,10 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
         # Staging, the adapter's checks and the insert: one trip to the thread pool, since on
         # a busy node every hop between threads waits for the scheduler.
         run_id = node.store.new_run_id()
-        staged = node.stager.stage(run_id, workflow_url, attachments, workflow_type)
+        with self_registry_token(node.auth.node_credential()):
+            staged = node.stager.stage(run_id, workflow_url, attachments, workflow_type)
         try:
+            policy.check(policy.datasets_in_files(staged.workflow_dir), principal.grants)
             spec = RunSpec(
                 run_id=run_id,
                 workflow_type=workflow_type,
@@ -322,6 +339,9 @@ async def run_workflow(request: Request, node: NodeDep) -> RunId:
                     "workflow_fragment": staged.workflow_fragment,
                     **({"trs": staged.trs} if staged.trs else {}),
                 },
+                subject=principal.subject,
+                grants=dict(principal.grants),
+                credential=credential,
             )
         except BaseException:
             node.stager.discard(run_id)
@@ -347,6 +367,7 @@ def _summary(run: RunRecord) -> RunSummary:
 @router.get("/runs", response_model=RunListResponse, response_model_exclude_none=True)
 def list_runs(
     node: NodeDep,
+    principal: WesPrincipal,
     page_size: Annotated[int | None, Query()] = None,
     page_token: Annotated[str | None, Query()] = None,
     state: Annotated[str | None, Query()] = None,
@@ -358,9 +379,18 @@ def list_runs(
         raise BadRequest(f"state must be one of {', '.join(STATES)}")
     if tag_value is not None and tag_key is None:
         raise BadRequest("tag_value needs tag_key")
-    scope = json.dumps(["runs", state, tag_key, tag_value])
+    everyone = principal.sees_all
+    scope = json.dumps(["runs", state, tag_key, tag_value, None if everyone else principal.subject])
     before = node.page_tokens.decode(page_token, scope) if page_token else None
-    runs = node.store.list_runs(size + 1, before, state, tag_key, tag_value)
+    runs = node.store.list_runs(
+        size + 1,
+        before,
+        state,
+        tag_key,
+        tag_value,
+        subject=principal.subject,
+        everyone=everyone,
+    )
     token = node.page_tokens.encode(runs[size - 1].seq, scope) if len(runs) > size else ""
     return RunListResponse(runs=[_summary(r) for r in runs[:size]], next_page_token=token)
 
@@ -397,16 +427,18 @@ def trs_log_lines(staged: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _run_or_404(node: Node, run_id: str) -> RunRecord:
+def _run_or_404(node: Node, run_id: str, principal: Principal) -> RunRecord:
+    """The run, if it exists and ``principal`` may see it: another user's run is a 404, as
+    an unknown one is, so run ids do not tell who has runs."""
     run = node.store.get_run(run_id)
-    if run is None:
+    if run is None or not principal.owns(run.subject):
         raise NotFound(f"run {run_id} not found")
     return run
 
 
 @router.get("/runs/{run_id}", response_model=RunLog, response_model_exclude_none=True)
-def get_run_log(run_id: str, node: NodeDep, request: Request) -> RunLog:
-    run = _run_or_404(node, run_id)
+def get_run_log(run_id: str, node: NodeDep, request: Request, principal: WesPrincipal) -> RunLog:
+    run = _run_or_404(node, run_id, principal)
     base = _base_url(node, request)
     req = RunRequest.model_validate(run.request)
     return RunLog(
@@ -431,15 +463,18 @@ def get_run_log(run_id: str, node: NodeDep, request: Request) -> RunLog:
 
 
 @router.get("/runs/{run_id}/status", response_model=RunStatus)
-def get_run_status(run_id: str, node: NodeDep) -> RunStatus:
-    state = node.store.get_state(run_id)
-    if state is None:
+def get_run_status(run_id: str, node: NodeDep, principal: WesPrincipal) -> RunStatus:
+    found = node.store.get_state_and_subject(run_id)
+    if found is None or not principal.owns(found[1]):
         raise NotFound(f"run {run_id} not found")
-    return RunStatus(run_id=run_id, state=state)
+    return RunStatus(run_id=run_id, state=found[0])
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunId)
-def cancel_run(run_id: str, node: NodeDep) -> RunId:
+def cancel_run(run_id: str, node: NodeDep, principal: WesPrincipal) -> RunId:
+    found = node.store.get_state_and_subject(run_id)
+    if found is None or not principal.owns(found[1]):
+        raise NotFound(f"run {run_id} not found")
     node.supervisor.cancel(run_id)
     return RunId(run_id=run_id)
 
@@ -467,10 +502,11 @@ def list_tasks(
     run_id: str,
     node: NodeDep,
     request: Request,
+    principal: WesPrincipal,
     page_size: Annotated[int | None, Query()] = None,
     page_token: Annotated[str | None, Query()] = None,
 ) -> TaskListResponse:
-    _run_or_404(node, run_id)
+    _run_or_404(node, run_id, principal)
     size = _page_size(page_size)
     scope = json.dumps(["tasks", run_id])
     after = node.page_tokens.decode(page_token, scope) if page_token else None
@@ -485,8 +521,10 @@ def list_tasks(
 @router.get(
     "/runs/{run_id}/tasks/{task_id}", response_model=TaskLog, response_model_exclude_none=True
 )
-def get_task(run_id: str, task_id: str, node: NodeDep, request: Request) -> TaskLog:
-    _run_or_404(node, run_id)
+def get_task(
+    run_id: str, task_id: str, node: NodeDep, request: Request, principal: WesPrincipal
+) -> TaskLog:
+    _run_or_404(node, run_id, principal)
     task = node.store.get_task(run_id, task_id)
     if task is None:
         raise NotFound(f"task {task_id} of run {run_id} not found")
@@ -511,20 +549,22 @@ def _text_file(path: Path) -> Response:
 
 
 @router.get("/runs/{run_id}/stdout", include_in_schema=False)
-def run_stdout(run_id: str, node: NodeDep) -> Response:
-    run = _run_or_404(node, run_id)
+def run_stdout(run_id: str, node: NodeDep, principal: WesPrincipal) -> Response:
+    run = _run_or_404(node, run_id, principal)
     return _text_file(Path(run.run_dir) / "stdout.log")
 
 
 @router.get("/runs/{run_id}/stderr", include_in_schema=False)
-def run_stderr(run_id: str, node: NodeDep) -> Response:
-    run = _run_or_404(node, run_id)
+def run_stderr(run_id: str, node: NodeDep, principal: WesPrincipal) -> Response:
+    run = _run_or_404(node, run_id, principal)
     return _text_file(Path(run.run_dir) / "stderr.log")
 
 
 @router.get("/runs/{run_id}/tasks/{task_id}/{stream}", include_in_schema=False)
-def task_stream(run_id: str, task_id: str, stream: str, node: NodeDep) -> Response:
-    run = _run_or_404(node, run_id)
+def task_stream(
+    run_id: str, task_id: str, stream: str, node: NodeDep, principal: WesPrincipal
+) -> Response:
+    run = _run_or_404(node, run_id, principal)
     if stream not in ("stdout", "stderr"):
         raise NotFound("no such endpoint")
     task = node.store.get_task(run_id, task_id)
@@ -542,8 +582,8 @@ def task_stream(run_id: str, task_id: str, stream: str, node: NodeDep) -> Respon
 
 
 @router.get("/runs/{run_id}/outputs/{path:path}", include_in_schema=False)
-def run_output_file(run_id: str, path: str, node: NodeDep) -> FileResponse:
-    run = _run_or_404(node, run_id)
+def run_output_file(run_id: str, path: str, node: NodeDep, principal: WesPrincipal) -> FileResponse:
+    run = _run_or_404(node, run_id, principal)
     root = Path(run.run_dir) / "outputs"
     target = _inside(root, root / path)
     if not target.is_file():

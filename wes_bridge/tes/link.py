@@ -198,8 +198,10 @@ def tes_client(settings: Settings) -> TesClient:
     )
 
 
-def tes_endpoint(settings: Settings, run_id: str) -> TesEndpoint:
-    """The node's TES as the driver of ``run_id`` sees it."""
+def tes_endpoint(settings: Settings, run_id: str, token: str | None = None) -> TesEndpoint:
+    """The node's TES as the driver of ``run_id`` sees it; ``token``, if given, is the bearer
+    token the driver uses there (the run's credential on the embedded TES, or its user's token
+    on an external one) instead of the node's own ``tes.token``."""
     tes = settings.tes
     if tes.url is None:
         backend = make_backend(tes.backend, tes.container_binary)
@@ -210,6 +212,7 @@ def tes_endpoint(settings: Settings, run_id: str) -> TesEndpoint:
             shared_filesystem=shared,
             uses_containers=backend.uses_images,
             description=f"the node's embedded TES; {backend.describe()}",
+            token=token,
         )
     return TesEndpoint(
         url=tes.url,
@@ -217,9 +220,9 @@ def tes_endpoint(settings: Settings, run_id: str) -> TesEndpoint:
         shared_filesystem=bool(tes.shared_filesystem),
         uses_containers=tes.uses_containers,
         description=f"the external TES at {tes.url}",
-        token=tes.token.get_secret_value() if tes.token else None,
-        username=tes.username,
-        password=tes.password.get_secret_value() if tes.password else None,
+        token=token or (tes.token.get_secret_value() if tes.token else None),
+        username=None if token else tes.username,
+        password=None if token else (tes.password.get_secret_value() if tes.password else None),
     )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     bindparam,
+    false,
     func,
     insert,
     select,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..store import Base, RunStore
+from ..store import Base, RunStore, add_missing_columns
 from .models import TERMINAL_TASK_STATES
 
 __all__ = ["TaskRow", "TesStore"]
@@ -52,11 +53,14 @@ class _TesTask(Base):
     task_dir: Mapped[str] = mapped_column(Text, nullable=False)
     runner_pid: Mapped[int | None] = mapped_column(Integer)
     runner_started: Mapped[float | None] = mapped_column(Float)
-    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))  # the replica running it
+    # The user the task belongs to (the token's subject, or the user of the run whose driver
+    # created it); None with auth.mode none.
     owner: Mapped[str | None] = mapped_column(String(255))
     __table_args__ = (
         Index("ix_tes_tasks_state_seq", "state", "seq"),
         Index("ix_tes_tasks_name", "name"),
+        Index("ix_tes_tasks_owner_seq", "owner", "seq"),
     )
 
 
@@ -128,6 +132,7 @@ class TesStore:
     def __init__(self, store: RunStore) -> None:
         self.store = store
         Base.metadata.create_all(store.engine)  # the TES tables, if an older node made the file
+        add_missing_columns(store.engine, _TesTask.__table__)  # type: ignore[arg-type]
 
     @staticmethod
     def new_task_id() -> str:
@@ -186,9 +191,14 @@ class TesStore:
         name_prefix: str | None = None,
         state: str | None = None,
         tags: dict[str, str] | None = None,
+        owner: str | None = None,
+        everyone: bool = True,
     ) -> list[TaskRow]:
-        """Newest first; ``before_seq`` continues a page. Empty tag values match any value."""
+        """Newest first; ``before_seq`` continues a page. Empty tag values match any value.
+        Unless ``everyone``, only the tasks of ``owner``."""
         query = select(_TesTask).order_by(_TesTask.seq.desc()).limit(limit)
+        if not everyone:
+            query = query.where(_TesTask.owner == owner) if owner else query.where(false())
         if before_seq is not None:
             query = query.where(_TesTask.seq < before_seq)
         if state is not None:

@@ -37,6 +37,7 @@ The same requests serve ``wes-bridge trs list|show`` through :class:`TrsClient`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -56,6 +57,7 @@ from typing import IO, Any, Self
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from .. import __version__
 from ..config import Settings, TrsRegistry, TrsSettings
@@ -83,6 +85,24 @@ TRS_DESCRIPTOR_TYPES: dict[str, str] = {"CWL": "CWL", "SMK": "SMK", "NFL": "NFL"
 TRS_PREFIX = "/ga4gh/trs/v2"
 _DOCKSTORE_PREFIXES = ("#workflow/", "#tool/")
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (names, not binds)
+
+# The credential the node uses on its own registry ('self') when auth is on; set around the
+# staging of one run (see :func:`self_registry_token`).
+_self_token: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "wes_bridge_trs_self_token", default=None
+)
+
+
+@contextlib.contextmanager
+def self_registry_token(token: str | None) -> Iterator[None]:
+    """Within this block, requests to this node's own registry carry ``token``."""
+    reset = _self_token.set(token)
+    try:
+        yield
+    finally:
+        _self_token.reset(reset)
+
+
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
 _USER_AGENT = f"wes-bridge-trs-client/{__version__}"
@@ -180,7 +200,15 @@ def known_registries(settings: Settings) -> list[TrsRegistry]:
             elif ":" in host and not host.startswith("["):
                 host = f"[{host}]"
             base = f"http://{host}:{settings.port}"
-        known.append(TrsRegistry(name="self", url=base + TRS_PREFIX, token=None, approved=True))
+        token = _self_token.get()
+        known.append(
+            TrsRegistry(
+                name="self",
+                url=base + TRS_PREFIX,
+                token=SecretStr(token) if token else None,
+                approved=True,
+            )
+        )
     known.extend(settings.trs.registries)
     return known
 
