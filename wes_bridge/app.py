@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .api import install_error_handlers, wes_router
+from .api.audit import audit_tes, audit_trs, audit_wes
 from .api.errors import error_response
 from .api.tes import router as tes_router
 from .api.trs import TRS_PREFIX, install_trs_errors, trs_error
@@ -92,14 +93,27 @@ def create_app(
     )
     app.state.node = node
     install_error_handlers(app)
-    # Every operation of each API needs credentials when auth is on (service-info excepted).
+    # Every operation of each API needs credentials when auth is on (service-info excepted),
+    # and leaves one audit record (the audit dependency comes first, to see 401s too).
     if wes:
-        app.include_router(wes_router, prefix=WES_PREFIX, dependencies=[Depends(wes_user)])
+        app.include_router(
+            wes_router,
+            prefix=WES_PREFIX,
+            dependencies=[Depends(audit_wes, scope="function"), Depends(wes_user)],
+        )
     if node.tes is not None:
-        app.include_router(tes_router, prefix=TES_PREFIX, dependencies=[Depends(tes_user)])
+        app.include_router(
+            tes_router,
+            prefix=TES_PREFIX,
+            dependencies=[Depends(audit_tes, scope="function"), Depends(tes_user)],
+        )
     app.state.trs_registry = trs_registry
     if trs_registry is not None:
-        app.include_router(trs_router, prefix=TRS_PREFIX, dependencies=[Depends(trs_user)])
+        app.include_router(
+            trs_router,
+            prefix=TRS_PREFIX,
+            dependencies=[Depends(audit_trs, scope="function"), Depends(trs_user)],
+        )
     install_trs_errors(app)  # served or not, errors under the TRS prefix are TRS Errors
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     return app

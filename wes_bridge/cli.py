@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -454,3 +455,85 @@ def trs_fetch(workflow_url: str, workflow_type: str, dest: Path, config: Path | 
                 dest.rmdir()
         raise
     click.echo(json.dumps(workflow.as_record(), indent=2))
+
+
+# -- wes-bridge audit -----------------------------------------------------------------------
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO 8601 date or time: {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command("audit")
+@click.option("--config", "config", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="The node's data directory (its database)."
+)
+@click.option("--since", help="Only records at or after this ISO 8601 time (UTC if no offset).")
+@click.option("--subject", help="Only records of this user (the token's subject).")
+@click.option(
+    "--action",
+    help="Only this action: submit, read, list, cancel, create_task, cancel_task, fetch.",
+)
+@click.option("--run", "run_id", help="Only records about this run (or task, or TRS path).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the most recent N records.")
+def audit(
+    config: Path | None,
+    data_dir: Path | None,
+    since: str | None,
+    subject: str | None,
+    action: str | None,
+    run_id: str | None,
+    as_json: bool,
+    limit: int | None,
+) -> None:
+    """Print the node's audit log (who submitted, read, cancelled or was refused what), oldest
+    first."""
+    from .audit import AuditLog
+    from .store import RunStore
+
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
+    settings = _settings(config, **overrides)
+    moment = _since(since)
+    store = RunStore(settings.effective_database_url)
+    try:
+        entries = AuditLog(store).query(
+            since=moment, subject=subject, action=action, target=run_id, limit=limit
+        )
+    finally:
+        store.close()
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry.as_json(), sort_keys=True))
+        return
+    if not entries:
+        click.echo("no audit records")
+        return
+    rows = [["TIME (UTC)", "SUBJECT", "CLIENT", "API", "ACTION", "TARGET", "OUTCOME", "DETAILS"]]
+    for entry in entries:
+        outcome = (
+            entry.outcome if entry.outcome == "allowed" else f"{entry.outcome} {entry.status_code}"
+        )
+        details = [
+            *([entry.reason] if entry.reason else []),
+            *([entry.workflow_checksum] if entry.workflow_checksum else []),
+            *(["datasets " + ",".join(entry.datasets)] if entry.datasets else []),
+        ]
+        rows.append(
+            [
+                entry.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                entry.subject or "-",
+                entry.client or "-",
+                entry.api,
+                entry.action,
+                entry.target or "-",
+                outcome,
+                "; ".join(details),
+            ]
+        )
+    _table(rows)

@@ -6,6 +6,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 
+from .audit import AuditLog
 from .auth import Authenticator, DatasetPolicy
 from .auth.sealed import TokenBox
 from .config import Settings
@@ -34,6 +35,7 @@ class Node:
     auth: Authenticator
     policy: DatasetPolicy
     tokens: TokenBox
+    audit: AuditLog
     # The embedded TES (None when the node uses an external one).
     tes: TesStore | None = None
     tes_backend: Backend | None = None
@@ -103,6 +105,7 @@ def build_node(
         auth=Authenticator(settings.auth, store),
         policy=DatasetPolicy(settings.auth.datasets),
         tokens=TokenBox(settings.data_dir / "auth.key"),
+        audit=AuditLog(store),
     )
     if embedded_tes:
         settings.tes_dir.mkdir(parents=True, exist_ok=True)

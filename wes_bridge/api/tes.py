@@ -28,6 +28,7 @@ from ..tes.paths import local_path, within
 from ..tes.runner import progress_log
 from ..tes.scheduler import cancel_task, cannot_fit, note_log, task_needs
 from ..tes.store import ACTIVE_TASK_STATES, TaskRow
+from .audit import audit_note
 from .wes import get_node
 
 __all__ = ["router"]
@@ -148,9 +149,9 @@ async def create_task(
     if principal.kind == "run" and (task.tags or {}).get(RUN_TAG) != principal.run_id:
         raise Forbidden(f"a run's credential creates only tasks tagged {RUN_TAG}=<that run>")
     # Dataset access: every string of the task (inputs, outputs, commands, environment).
-    node.policy.check(
-        node.policy.datasets_named(strings_in(data)), principal.grants, what="this task"
-    )
+    note = audit_note(request)
+    note["datasets"] = named = node.policy.datasets_named(strings_in(data))
+    node.policy.check(named, principal.grants, what="this task")
     resources = task.resources
     system_logs: list[str] = []
     if resources and resources.backend_parameters:
@@ -172,6 +173,7 @@ async def create_task(
         why = f"the {settings.tes.backend} backend is not usable here: {unusable_reason}"
     tes = _tes(node)
     task_id = tes.new_task_id()
+    note["target"] = task_id
     task_dir = settings.tes_dir / "tasks" / task_id
     stored = task.model_dump(mode="json", exclude_none=True)
     logs: list[dict[str, Any]] = []

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from .. import __version__
+from ..audit import workflow_checksum
 from ..auth import Principal, strings_in
 from ..auth.api import WesPrincipal
 from ..errors import BadRequest, NotFound
@@ -49,6 +50,7 @@ from ..staging import Attachment
 from ..store import RunRecord, TaskRecord
 from ..tes.link import tes_endpoint
 from ..trs.client import known_registries, self_registry_token
+from .audit import audit_note
 
 __all__ = ["router"]
 
@@ -284,12 +286,11 @@ async def run_workflow(request: Request, node: NodeDep, principal: WesPrincipal)
     # Dataset access, before anything is written: the parameters and the workflow URL. The
     # staged workflow files are checked once staged, below.
     policy = node.policy
-    policy.check(
-        policy.datasets_named(
-            [workflow_url, *strings_in(params), *strings_in(engine_params), *tags.values()]
-        ),
-        principal.grants,
+    note = audit_note(request)
+    note["datasets"] = named = policy.datasets_named(
+        [workflow_url, *strings_in(params), *strings_in(engine_params), *tags.values()]
     )
+    policy.check(named, principal.grants)
     credential = None
     if node.settings.tes.url and node.settings.tes.forward_user_token and principal.token:
         credential = node.tokens.seal(principal.token.get_secret_value())
@@ -309,10 +310,14 @@ async def run_workflow(request: Request, node: NodeDep, principal: WesPrincipal)
         # Staging, the adapter's checks and the insert: one trip to the thread pool, since on
         # a busy node every hop between threads waits for the scheduler.
         run_id = node.store.new_run_id()
+        note["target"] = run_id
         with self_registry_token(node.auth.node_credential()):
             staged = node.stager.stage(run_id, workflow_url, attachments, workflow_type)
         try:
-            policy.check(policy.datasets_in_files(staged.workflow_dir), principal.grants)
+            note["workflow_checksum"] = workflow_checksum(staged.workflow_dir)
+            in_files = policy.datasets_in_files(staged.workflow_dir)
+            note["datasets"] = named | in_files
+            policy.check(in_files, principal.grants)
             spec = RunSpec(
                 run_id=run_id,
                 workflow_type=workflow_type,
