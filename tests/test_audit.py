@@ -231,9 +231,16 @@ def test_the_cli_prints_filtered_records_that_survive_a_restart(
 
 
 def test_anonymous_in_mode_none(client: SpecCheckedClient) -> None:
+    """Reads are not recorded with mode none (every driver poll would be a write);
+    changes and refusals are, as anonymous."""
     assert client.get(f"{WES}/runs").status_code == 200
+    assert client.get(f"{WES}/runs/nope").status_code == 404
+    assert client.post(f"{WES}/runs/nope/cancel").status_code == 404
     entries = client.app.state.node.audit.query()
-    assert [(e.subject, e.action) for e in entries] == [("anonymous", "list")]
+    assert [(e.subject, e.action, e.outcome) for e in entries] == [
+        ("anonymous", "read", "refused"),
+        ("anonymous", "cancel", "refused"),
+    ]
 
 
 def test_an_older_database_gains_the_audit_table(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ refused (401, 403, 404: with the client's message as the reason) or failed (any 
 error). Handlers add what only they know (the new run's id, the workflow's checksum, the
 datasets a submission names) with :func:`audit_note`. Polling by a run's engine driver and
 the node's own TRS fetches (internal credentials) are not recorded unless they change
-something: the user's submission is the record that matters.
+something: the user's submission is the record that matters. With ``auth.mode: none`` no
+successful read is recorded (they are anonymous).
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ async def _recording(request: Request, api: str, action: str) -> AsyncIterator[N
         raise
     finally:
         principal = getattr(request.state, "principal", None)
+        # Successful reads are not recorded for a run's driver or the node itself, nor with
+        # auth.mode none, where they are anonymous: nobody to attribute them to, and the
+        # drivers' polls of the embedded TES would be a write per poll.
         if not (
             isinstance(principal, Principal)
-            and principal.kind in ("run", "node")
+            and principal.kind in ("run", "node", "anonymous")
             and action in _READS
             and status < 400
         ):
