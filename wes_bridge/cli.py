@@ -117,6 +117,7 @@ def _serve(settings: Settings, *, wes: bool) -> None:
     import uvicorn
 
     from .app import TES_PREFIX, TRS_PREFIX, WES_PREFIX, create_app
+    from .tes.backends import BackendUnavailable
     from .trs.registry import RegistryError
 
     _check_bind(settings)
@@ -125,6 +126,8 @@ def _serve(settings: Settings, *, wes: bool) -> None:
         app = create_app(settings, wes=wes)
     except RegistryError as exc:
         raise click.ClickException(f"this node's TRS registry cannot be served: {exc}") from exc
+    except BackendUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
     base = f"http://{settings.host}:{settings.port}"
     served = [f"WES at {base}{WES_PREFIX}"] if wes else []
     if wes and settings.trs.serve:

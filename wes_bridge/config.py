@@ -99,13 +99,26 @@ class TesSettings(BaseModel):
         description="Whether the external TES runs executors in their images (the embedded "
         "TES knows from its backend).",
     )
-    backend: Literal["host", "docker", "podman", "apptainer", "singularity"] = Field(
-        "host",
-        description="How the embedded TES runs executors: on the host (images recorded, not "
-        "used) or in a container runtime.",
+    backend: Literal["host", "host-sandbox", "docker", "podman", "apptainer", "singularity"] = (
+        Field(
+            "host",
+            description="How the embedded TES runs executors: on the host (images recorded, "
+            "not used), on the host inside a bubblewrap sandbox per task (host-sandbox: a task "
+            "sees no other run's files), or in a container runtime.",
+        )
     )
     container_binary: str | None = Field(
-        None, description="The container runtime's command (default: the backend's name)."
+        None,
+        description="The container runtime's command (default: the backend's name; bwrap "
+        "for host-sandbox).",
+    )
+    sandbox_network: bool = Field(
+        True, description="host-sandbox: whether executors keep the host's network."
+    )
+    sandbox_read_only: list[Path] = Field(
+        default_factory=list,
+        description="host-sandbox: more host paths executors see read-only (tools installed "
+        "outside the system directories, PATH, and the node's Python).",
     )
     cpu_cores: int | None = Field(
         None, ge=1, description="Cores the embedded TES may use (default: all of them)."
@@ -130,7 +143,7 @@ class TesSettings(BaseModel):
         10_000, ge=0, description="Executor stdout/stderr kept in task logs (the tail)."
     )
 
-    @field_validator("input_roots", "output_roots")
+    @field_validator("input_roots", "output_roots", "sandbox_read_only")
     @classmethod
     def _absolute_roots(cls, value: list[Path]) -> list[Path]:
         return [p.expanduser().resolve() for p in value]

@@ -15,7 +15,7 @@ from .registry import EngineRegistry
 from .staging import RunStager
 from .store import RunStore
 from .supervisor_process import SupervisorProcess
-from .tes.backends import Backend, make_backend
+from .tes.backends import SANDBOX_PACKAGE, Backend, BackendUnavailable, make_backend
 from .tes.scheduler import Capacity, capacity_of
 from .tes.store import TesStore
 
@@ -95,6 +95,21 @@ def build_node(
             settings.engines, settings.disabled_engines, settings.default_engines
         )
     embedded_tes = settings.tes.url is None
+    tes_backend: Backend | None = None
+    if embedded_tes:
+        tes_backend = make_backend(
+            settings.tes.backend,
+            settings.tes.container_binary,
+            sandbox_network=settings.tes.sandbox_network,
+        )
+        usable, why = tes_backend.available()
+        if settings.tes.backend == "host-sandbox" and not usable:
+            # A node that promised isolation must not run tasks without it.
+            raise BackendUnavailable(
+                f"tes.backend host-sandbox needs bubblewrap, which does not work here: {why} "
+                f"(Debian/Ubuntu: apt-get install {SANDBOX_PACKAGE}; Fedora: dnf install "
+                f"{SANDBOX_PACKAGE})"
+            )
     node = Node(
         settings=settings,
         store=store,
@@ -111,7 +126,8 @@ def build_node(
         settings.tes_dir.mkdir(parents=True, exist_ok=True)
         settings.tes_dir.chmod(0o700)
         node.tes = TesStore(store)
-        node.tes_backend = make_backend(settings.tes.backend, settings.tes.container_binary)
-        node.tes_backend_available = node.tes_backend.available()
+        assert tes_backend is not None
+        node.tes_backend = tes_backend
+        node.tes_backend_available = usable, why
         node.tes_capacity = capacity_of(settings)
     return node

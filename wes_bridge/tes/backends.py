@@ -9,6 +9,13 @@ paths (``/data/in.txt`` is ``root/data/in.txt``).
   directories that do not exist on the host) are rewritten to their place under ``root/``
   wherever they appear, whole or inside an argument, in the command and in the environment.
   Service-info and each task's ``system_logs`` say so.
+* **host-sandbox**: as ``host`` (same path mapping, no image), but each executor runs inside
+  bubblewrap (``bwrap``) in mount, PID, IPC and UTS namespaces of its own, with no
+  capabilities: it sees the host's system directories (and the Python and tool locations the
+  engines need) read-only, its task's ``root/`` and ``tmp/`` read-write, the run's directory
+  (tasks tagged ``wes_run_id`` with a run of the same user), its in-place inputs read-only and
+  in-place outputs read-write at their own paths, and a private ``/tmp``, ``/proc`` and
+  ``/dev``: nothing else of the data dir (other runs, other tasks, the database, keys).
 * **docker / podman**: ``run --rm`` of the executor's image with the task's directories mounted
   at their container paths; the exact TES semantics.
 * **apptainer / singularity**: ``exec --containall`` of ``docker://IMAGE`` with the same binds.
@@ -16,17 +23,29 @@ paths (``/data/in.txt`` is ``root/data/in.txt``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .models import TesExecutor, TesTask, has_wildcards
 from .paths import local_path
 
-__all__ = ["Backend", "ExecutorCommand", "PathMap", "in_place_paths", "make_backend"]
+__all__ = [
+    "SANDBOX_PACKAGE",
+    "Backend",
+    "BackendUnavailable",
+    "ExecutorCommand",
+    "PathMap",
+    "SandboxBackend",
+    "SandboxPolicy",
+    "in_place_paths",
+    "make_backend",
+]
 
 # Top-level directories of a container image that a task directory must never be mounted over.
 _SYSTEM_TOPS = frozenset(
@@ -242,9 +261,301 @@ class ApptainerBackend(_ContainerBackend):
         return ExecutorCommand(argv, paths.root, _base_env(tmp))
 
 
-def make_backend(kind: str, binary: str | None = None) -> Backend:
+class BackendUnavailable(RuntimeError):
+    """The configured backend cannot work on this machine and the node must not start."""
+
+
+SANDBOX_PACKAGE = "bubblewrap"
+# Host directories every sandboxed executor sees, read-only (those that exist).
+_SANDBOX_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+# Python packages whose source a task may import (Toil's workers, Snakemake's jobs): their
+# locations are visible even when they are installed in place (editable) outside the venv.
+_SANDBOX_PACKAGES = (
+    "wes_bridge",
+    "toil_wes_bridge",
+    "snakemake_executor_plugin_wes_bridge",
+    "wes_bridge_cwltool",
+    "wes_bridge_toil",
+    "wes_bridge_snakemake",
+    "wes_bridge_nextflow",
+)
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What the scheduler tells a sandboxed task's runner beyond the task itself."""
+
+    data_dir: Path
+    hidden: tuple[Path, ...] = ()
+    """Directories never shown unless declared: the input and output roots."""
+    run_dir: Path | None = None
+    """The directory of the run the task belongs to (its ``wes_run_id``, same user)."""
+    network: bool = True
+    read_only: tuple[Path, ...] = ()
+    """More host paths to show read-only (``tes.sandbox_read_only``)."""
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _under(path: Path, parent: Path) -> bool:
+    """``path`` is ``parent`` or inside it."""
+    return path == parent or parent in path.parents
+
+
+def sandbox_system_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
+    """Host paths a sandboxed executor sees read-only (before the data dir is taken out)."""
+    found: list[str] = [p for p in _SANDBOX_SYSTEM if os.path.lexists(p)]
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    found += sorted(prefixes)
+    found.append(str(_real(sys.executable).parent.parent))
+    found += [p for p in sys.path if p and os.path.isabs(p) and os.path.isdir(p)]
+    found += [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.isabs(p)]
+    for name in _SANDBOX_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin:
+            found.append(str(Path(spec.origin).parent.parent))
+    found += [str(p) for p in extra]
+    result: list[Path] = []
+    for text in found:
+        if os.path.isdir(text) or os.path.isfile(text):
+            path = Path(os.path.normpath(text))
+            if path != Path("/") and path not in result:
+                result.append(path)
+    return result
+
+
+@dataclass
+class _Mount:
+    kind: str  # "ro" | "rw" | "symlink" | "tmpfs"
+    path: Path
+    source: str = ""
+
+    def argv(self) -> list[str]:
+        if self.kind == "tmpfs":
+            return ["--tmpfs", str(self.path)]
+        if self.kind == "symlink":
+            return ["--symlink", self.source, str(self.path)]
+        flag = "--ro-bind" if self.kind == "ro" else "--bind"
+        return [flag, self.source or str(self.path), str(self.path)]
+
+
+class SandboxRefused(ValueError):
+    """A task asks to see what the sandbox never shows."""
+
+
+class SandboxBackend(Backend):
+    """``host`` inside bubblewrap: see the module docstring."""
+
+    name = "host-sandbox"
+
+    def __init__(self, binary: str | None = None, network: bool = True) -> None:
+        self.binary = binary or "bwrap"
+        self.network = network
+        self.mounts: list[_Mount] = []
+        self.visible: dict[str, list[str]] = {"rw": [], "ro": []}
+
+    def describe(self) -> str:
+        net = "with" if self.network else "without"
+        return (
+            "sandboxed host execution: executors run on this machine without a container, "
+            "each inside a bubblewrap sandbox (bwrap; no capabilities; own mount, PID, IPC and "
+            f"UTS namespaces; {net} network), as the host backend otherwise: the image is "
+            "recorded but not used, and container paths are mapped under the task directory. "
+            "A task sees the host's system, Python and tool directories read-only, its own "
+            "task directory, its run's directory (tasks tagged wes_run_id by a run of the same "
+            "user), its in-place file:// inputs read-only and in-place outputs read-write, "
+            "and a private /tmp, /proc and /dev; nothing else of the data dir (no other run, "
+            "no other task, not the database)"
+        )
+
+    def available(self) -> tuple[bool, str]:
+        path = shutil.which(self.binary)
+        if path is None:
+            return False, (
+                f"{self.binary} is not on PATH: install the {SANDBOX_PACKAGE} package "
+                f"(apt-get install {SANDBOX_PACKAGE})"
+            )
+        probe = [path, *self._base_args(), *self._system_args([]), "--", "true"]
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"{self.binary} failed: {exc}"
+        if done.returncode != 0:
+            why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["failed"]
+            return False, f"{self.binary} cannot make a sandbox here: {why[0]}"
+        return True, f"{self.binary} works"
+
+    def _base_args(self) -> list[str]:
+        args = ["--die-with-parent", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc"]
+        args += ["--unshare-uts", "--unshare-cgroup-try"]
+        if not self.network:
+            args.append("--unshare-net")
+        # A private /tmp: the sandbox's own tmpfs, not the host's directory.
+        return [*args, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
+
+    @staticmethod
+    def _system_args(system: list[Path]) -> list[str]:
+        args: list[str] = []
+        for mount in _system_mounts(system or sandbox_system_paths(), []):
+            args += mount.argv()
+        return args
+
+    def prepare(self, task: TesTask, paths: PathMap, task_dir: Path, policy: SandboxPolicy) -> None:
+        """Work out what this task's executors see; :class:`SandboxRefused` if it asks for
+        what the sandbox never shows."""
+        data = _real(policy.data_dir)
+        own = [_real(paths.root), _real(task_dir / "tmp")]
+        run_dir = _real(policy.run_dir) if policy.run_dir is not None else None
+        allowed = [*own, *([run_dir] if run_dir else [])]
+
+        def check(path: Path, what: str) -> Path:
+            real = _real(path)
+            if _under(data, real):
+                raise SandboxRefused(f"{what}: {path} holds the whole data dir")
+            if _under(real, data) and not any(_under(real, a) for a in allowed):
+                raise SandboxRefused(
+                    f"{what}: {path} is in the data dir but not in this task's run or task "
+                    "directory; the sandbox shows a task nothing else of it"
+                )
+            return real
+
+        # Every file:// input and output in the data dir must be the task's run's own (the
+        # runner copies and delivers them outside the sandbox).
+        for item in task.inputs or []:
+            local = _file_url(item.url)
+            if local is not None:
+                check(local, f"input {item.path}")
+        for out in task.outputs or []:
+            local = _file_url(out.url)
+            if local is not None:
+                check(local, f"output {out.path}")
+        rw: list[tuple[Path, Path]] = [(p, p) for p in own]
+        if run_dir is not None:
+            rw.append((run_dir, run_dir))
+        ro: list[tuple[Path, Path]] = []
+        links: list[tuple[str, Path]] = []
+        for out in task.outputs or []:
+            if out.path in paths.in_place:
+                where = Path(out.path) if out.type == "DIRECTORY" else Path(out.path).parent
+                real = check(where, f"output {out.path}")
+                rw.append((real, real))
+        for item in task.inputs or []:
+            if item.path in paths.in_place:
+                real = check(Path(item.path), f"input {item.path}")
+                ro.append((real, real))
+                if os.path.islink(item.path):
+                    links.append((os.readlink(item.path), Path(os.path.normpath(item.path))))
+        system = [
+            p
+            for p in sandbox_system_paths(policy.read_only)
+            if not _under(_real(p), data)  # nothing inside the data dir, ever
+        ]
+        hide = [data, *(_real(h) for h in policy.hidden)]
+        mounts = _system_mounts(system, hide)
+        task_mounts = [_Mount("rw", t, str(s)) for s, t in rw]
+        task_mounts += [_Mount("ro", t, str(s)) for s, t in ro]
+        # Parents before children; at the same path read-only last, so it wins.
+        task_mounts.sort(key=lambda m: (len(m.path.parts), m.kind == "ro"))
+        mounts += _dedupe(task_mounts)
+        for target, link in links:
+            # The link is there if the mount that shows its directory is a bind (not a
+            # tmpfs hiding a root, nor nothing).
+            holders = [m for m in mounts if m.kind != "symlink" and _under(link.parent, m.path)]
+            holder = max(holders, key=lambda m: len(m.path.parts), default=None)
+            if holder is None or holder.kind == "tmpfs":
+                mounts.append(_Mount("symlink", link, target))
+        self.mounts = mounts
+        self.visible = {
+            "rw": [str(m.path) for m in task_mounts if m.kind == "rw"],
+            "ro": [str(m.path) for m in task_mounts if m.kind == "ro"],
+        }
+
+    def summary(self) -> str:
+        rw = ", ".join(sorted(set(self.visible["rw"]))) or "none"
+        ro = ", ".join(sorted(set(self.visible["ro"]))) or "none"
+        system = ", ".join(
+            str(m.path)
+            for m in self.mounts
+            if m.kind == "ro" and str(m.path) not in self.visible["ro"]
+        )
+        return (
+            f"sandbox: the executors see read-write {rw}; read-only {ro}; and the system "
+            f"directories {system} read-only; network {'on' if self.network else 'off'}"
+        )
+
+    def command(
+        self, task_id: str, index: int, executor: TesExecutor, paths: PathMap, tmp: Path
+    ) -> ExecutorCommand:
+        inner = super().command(task_id, index, executor, paths, tmp)
+        argv = [self.binary, *self._base_args()]
+        for mount in self.mounts:
+            argv += mount.argv()
+        # Through the shell's exec, so a command that is not there exits 127 as on the host
+        # (bwrap itself would exit 1).
+        argv += ["--chdir", str(inner.cwd), "--", "/bin/sh", "-c", 'exec "$@"', "sh"]
+        argv += inner.argv
+        return ExecutorCommand(argv, inner.cwd, inner.env)
+
+
+def _file_url(url: str | None) -> Path | None:
+    if not url or not url.startswith("file:"):
+        return None
+    try:
+        return local_path(url)
+    except ValueError:
+        return None
+
+
+def _dedupe(mounts: list[_Mount]) -> list[_Mount]:
+    seen: set[tuple[str, Path]] = set()
+    kept: list[_Mount] = []
+    for mount in mounts:
+        if (mount.kind, mount.path) not in seen:
+            seen.add((mount.kind, mount.path))
+            kept.append(mount)
+    return kept
+
+
+def _system_mounts(system: list[Path], hide: list[Path]) -> list[_Mount]:
+    """Read-only binds of the system paths (each once, the covered ones left out), then a
+    tmpfs over each of ``hide`` that one of them would show."""
+    mounts: list[_Mount] = []
+    binds: list[Path] = []
+    for path in system:
+        top = len(path.parts) == 2
+        if top and path.is_symlink():
+            mounts.append(_Mount("symlink", path, os.readlink(path)))
+            continue
+        real = _real(path)
+        if real not in binds:
+            binds.append(real)
+        if path != real and path.is_symlink() and not top:
+            mounts.append(_Mount("symlink", path, str(real)))
+    binds.sort(key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in binds:
+        if not any(_under(path, k) for k in kept):
+            kept.append(path)
+    ordered = [_Mount("ro", p) for p in kept]
+    # A symlink inside a bound directory is already there.
+    links = [m for m in mounts if not any(_under(m.path, k) for k in kept)]
+    ordered += links
+    for path in hide:
+        if any(_under(path, k) and path != k for k in kept) and os.path.isdir(path):
+            ordered.append(_Mount("tmpfs", path))
+    return ordered
+
+
+def make_backend(kind: str, binary: str | None = None, *, sandbox_network: bool = True) -> Backend:
     if kind == "host":
         return Backend()
+    if kind == "host-sandbox":
+        return SandboxBackend(binary, network=sandbox_network)
     if kind in ("docker", "podman"):
         return DockerBackend(kind, binary)
     if kind in ("apptainer", "singularity"):

@@ -182,7 +182,10 @@ def link_for(
     if settings.tes.url is None:
         assert tes is not None
         return EmbeddedTesLink(
-            tes, embedded_tes_url(settings), notify, settings.tes.backend == "host"
+            tes,
+            embedded_tes_url(settings),
+            notify,
+            settings.tes.backend in ("host", "host-sandbox"),
         )
     return ExternalTesLink(tes_client(settings))
 
@@ -204,7 +207,9 @@ def tes_endpoint(settings: Settings, run_id: str, token: str | None = None) -> T
     on an external one) instead of the node's own ``tes.token``."""
     tes = settings.tes
     if tes.url is None:
-        backend = make_backend(tes.backend, tes.container_binary)
+        backend = make_backend(
+            tes.backend, tes.container_binary, sandbox_network=tes.sandbox_network
+        )
         shared = True if tes.shared_filesystem is None else tes.shared_filesystem
         return TesEndpoint(
             url=embedded_tes_url(settings),

@@ -34,6 +34,9 @@ from .backends import (
     Backend,
     ExecutorCommand,
     PathMap,
+    SandboxBackend,
+    SandboxPolicy,
+    SandboxRefused,
     declared_paths,
     in_place_paths,
     make_backend,
@@ -73,6 +76,7 @@ class TaskLaunch:
     tail_bytes: int
     niceness: int = 0
     claim: str = ""
+    sandbox: SandboxPolicy | None = None
 
 
 @dataclass
@@ -179,9 +183,10 @@ def runner_main(launch: TaskLaunch, done: Connection | None = None) -> None:
         print(f"task {launch.task_id}: this launch was withdrawn; not running it", flush=True)
         os._exit(0)
     task = TesTask.model_validate(launch.task)
-    backend = make_backend(launch.backend, launch.container_binary)
-    # Only the host backend can use a path in place: a container sees the task's mounts.
-    same = in_place_paths(task) if backend.name == "host" else set()
+    network = launch.sandbox.network if launch.sandbox is not None else True
+    backend = make_backend(launch.backend, launch.container_binary, sandbox_network=network)
+    # Only the host backends can use a path in place: a container sees the task's mounts.
+    same = in_place_paths(task) if not backend.uses_images else set()
     run = _Run(launch, task, files, backend, PathMap(files.root, declared_paths(task), same))
 
     def on_term(signum: int, _frame: Any) -> None:
@@ -297,6 +302,7 @@ def _run_task(run: _Run) -> str:
         run.system_logs.append(run.backend.describe() + f" (image {', '.join(images)} not used)")
     else:
         run.system_logs.append(run.backend.describe())
+    _prepare_sandbox(run)  # refuses what the sandbox never shows before anything is copied
     for item in task.inputs or []:
         _stage_input(run, item)
     for volume in task.volumes or []:
@@ -310,6 +316,9 @@ def _run_task(run: _Run) -> str:
             run.paths.host(out.path).mkdir(parents=True, exist_ok=True)
         else:
             run.paths.host(out.path).parent.mkdir(parents=True, exist_ok=True)
+    if _prepare_sandbox(run):
+        assert isinstance(run.backend, SandboxBackend)
+        run.system_logs.append(run.backend.summary())
     _lower_priority(run.launch.niceness)
     run.event("state", state="RUNNING")
     state = "COMPLETE"
@@ -323,6 +332,20 @@ def _run_task(run: _Run) -> str:
         for out in task.outputs or []:
             _deliver_output(run, out)
     return state
+
+
+def _prepare_sandbox(run: _Run) -> bool:
+    """Work out what a sandboxed task sees (False: not sandboxed)."""
+    if not isinstance(run.backend, SandboxBackend):
+        return False
+    policy = run.launch.sandbox
+    if policy is None:
+        raise TaskFailure("SYSTEM_ERROR", "the sandbox backend was started without its policy")
+    try:
+        run.backend.prepare(run.task, run.paths, run.files.task_dir, policy)
+    except SandboxRefused as exc:
+        raise TaskFailure("SYSTEM_ERROR", f"refused by the sandbox: {exc}") from exc
+    return True
 
 
 def progress_log(task_dir: Path, tail_bytes: int) -> dict[str, Any] | None:

@@ -34,6 +34,8 @@ import psutil
 
 from ..config import Settings
 from ..drivers import DriverLauncher, DriverProcess
+from ..plugin import RUN_TAG
+from .backends import SandboxPolicy
 from .models import TERMINAL_TASK_STATES
 from .runner import (
     FetchPolicy,
@@ -303,6 +305,27 @@ class TesScheduler:
             if free_cores <= 0:
                 return
 
+    def _sandbox_policy(self, row: TaskRow) -> SandboxPolicy:
+        """What a sandboxed task may see besides its own directory: the directory of the
+        run it is tagged with, if that run is its user's."""
+        tes = self.settings.tes
+        run_dir: Path | None = None
+        run_id = (row.tags or {}).get(RUN_TAG)
+        if run_id:
+            record = self.tes.store.get_run(run_id)
+            if record is not None and record.subject == row.owner:
+                candidate = Path(record.run_dir)
+                runs = self.settings.runs_dir.resolve()
+                if candidate.resolve().parent == runs:
+                    run_dir = candidate
+        return SandboxPolicy(
+            data_dir=self.settings.data_dir,
+            hidden=tuple([*tes.input_roots, *tes.output_roots]),
+            run_dir=run_dir,
+            network=tes.sandbox_network,
+            read_only=tuple(tes.sandbox_read_only),
+        )
+
     def _launch(self, row: TaskRow) -> bool:
         files = TaskFiles(Path(row.task_dir))
         tes = self.settings.tes
@@ -323,6 +346,7 @@ class TesScheduler:
             tail_bytes=tes.log_tail_bytes,
             niceness=self.settings.driver_niceness,
             claim=uuid.uuid4().hex,
+            sandbox=self._sandbox_policy(row) if tes.backend == "host-sandbox" else None,
         )
         try:
             runner = self._take_idle()
