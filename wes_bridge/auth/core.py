@@ -28,11 +28,11 @@ from typing import Any, Literal
 
 import bcrypt
 import httpx
-import jwt
 from pydantic import SecretStr
 
 from ..errors import Unauthorized, WesError
 from ..store import TERMINAL_STATES, RunStore
+from .passports import Passports
 from .settings import AuthSettings
 from .tokens import InvalidToken, KeySource, KeysUnavailable, verify_jwt
 
@@ -44,7 +44,6 @@ Api = Literal["wes", "tes", "trs"]
 RUN_PREFIX = "wbrun."
 NODE_PREFIX = "wbnode."
 PASSPORT_CLAIM = "ga4gh_passport_v1"
-VISA_CLAIM = "ga4gh_visa_v1"
 _CACHE_SECONDS = 60.0
 _CACHE_MAX = 10_000
 
@@ -133,9 +132,7 @@ class Authenticator:
         if settings.mode == "oidc":
             assert settings.oidc is not None
             self._keys = KeySource(settings.oidc, settings.oidc.jwks_cache_seconds)
-        self._visa_keys = {
-            iss: KeySource(source) for iss, source in settings.passports.trusted_issuers.items()
-        }
+        self._passports = Passports(settings.passports)
         self._secret: bytes | None = None
 
     @property
@@ -280,7 +277,7 @@ class Authenticator:
         visas = claims.get(PASSPORT_CLAIM)
         oidc = self.settings.oidc
         assert oidc is not None
-        if visas is None and oidc.userinfo_url and self._visa_keys:
+        if visas is None and oidc.userinfo_url and self._passports:
             try:
                 response = httpx.get(
                     oidc.userinfo_url,
@@ -297,49 +294,9 @@ class Authenticator:
         return visas if isinstance(visas, list) else []
 
     def _grants(self, claims: dict[str, Any], token: str) -> dict[str, float | None]:
-        grants: dict[str, float | None] = {}
-        passports = self.settings.passports
-        for visa in self._passport(claims, token)[:200]:
-            if not isinstance(visa, str):
-                continue
-            try:
-                issuer = jwt.decode(visa, options={"verify_signature": False}).get("iss")
-            except jwt.InvalidTokenError:
-                log.info("ignored a visa that is not a JWT")
-                continue
-            keys = self._visa_keys.get(issuer) if isinstance(issuer, str) else None
-            if keys is None:
-                log.info("ignored a visa from an untrusted issuer %r", issuer)
-                continue
-            try:
-                visa_claims = verify_jwt(
-                    visa,
-                    keys,
-                    algorithms=passports.algorithms,
-                    issuer=issuer,
-                    audience=None,
-                    leeway=passports.leeway_seconds,
-                    required=("exp", "iss", VISA_CLAIM),
-                )
-            except (InvalidToken, KeysUnavailable) as exc:
-                log.info("ignored a visa of %s: %s", issuer, exc)
-                continue
-            body = visa_claims.get(VISA_CLAIM)
-            if not isinstance(body, dict) or body.get("type") != "ControlledAccessGrants":
-                continue
-            if body.get("conditions"):
-                log.info("ignored a ControlledAccessGrants visa with conditions")
-                continue
-            dataset = body.get("value")
-            asserted = body.get("asserted")
-            if not isinstance(dataset, str) or not dataset:
-                continue
-            if isinstance(asserted, int | float) and asserted > time.time() + 300:
-                continue
-            expires = float(visa_claims["exp"])
-            previous = grants.get(dataset)
-            grants[dataset] = expires if previous is None else max(previous, expires)
-        return grants
+        if not self._passports:
+            return {}
+        return self._passports.grants(self._passport(claims, token))
 
 
 _dummy: list[str] = []
