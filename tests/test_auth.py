@@ -79,7 +79,9 @@ class IdentityProvider:
         self.rogue_key = _rsa()
         self.jwks = {"keys": [_jwk(self.rsa, "idp-rsa"), _jwk(self.ec, "idp-ec")]}
         self.visa_jwks = {"keys": [_jwk(self.visa_key, "visa-1")]}
-        self.userinfo: dict[str, dict[str, Any]] = {}
+        self.userinfo: dict[str, dict[str, Any] | str] = {}
+        """Token -> its userinfo answer: claims (sent as JSON) or a signed JWT."""
+        self.userinfo_accept: list[str] = []
         self.jwks_fetches = 0
         provider = self
 
@@ -91,6 +93,7 @@ class IdentityProvider:
                 elif self.path == "/visa-jwks.json":
                     body = provider.visa_jwks
                 elif self.path == "/userinfo":
+                    provider.userinfo_accept.append(self.headers.get("Accept", ""))
                     token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                     if token not in provider.userinfo:
                         self.send_response(401)
@@ -101,9 +104,12 @@ class IdentityProvider:
                     self.send_response(404)
                     self.end_headers()
                     return
-                data = json.dumps(body).encode()
+                signed = isinstance(body, str)
+                data = body.encode() if signed else json.dumps(body).encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_header(
+                    "Content-Type", "application/jwt" if signed else "application/json"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -150,24 +156,40 @@ class IdentityProvider:
         key: Any = None,
         lifetime: float = 3600,
         kind: str = "ControlledAccessGrants",
+        sub: str = "alice",
+        source: str = "https://ega-archive.org/dacs/EGAC00000000001",
+        by: str | None = "dac",
+        conditions: Any = None,
     ) -> str:
+        """A visa of ``kind`` whose ``value`` is ``dataset`` (or another value for other kinds)."""
         now = int(time.time())
+        body: dict[str, Any] = {
+            "type": kind,
+            "asserted": now - 86400,
+            "value": dataset,
+            "source": source,
+        }
+        if by is not None:
+            body["by"] = by
+        if conditions is not None:
+            body["conditions"] = conditions
         payload = {
             "iss": issuer,
-            "sub": "alice",
+            "sub": sub,
             "iat": now,
             "exp": now + lifetime,
-            "ga4gh_visa_v1": {
-                "type": kind,
-                "asserted": now - 86400,
-                "value": dataset,
-                "source": "https://ega-archive.org/dacs/EGAC00000000001",
-                "by": "dac",
-            },
+            "ga4gh_visa_v1": body,
         }
         return jwt.encode(
             payload, key or self.visa_key, algorithm="RS256", headers={"kid": "visa-1"}
         )
+
+    def signed_userinfo(self, sub: str, *, key: Any = None, **claims: Any) -> str:
+        """A userinfo answer as a JWT signed by the issuer (OIDC Core 5.3.2), with its iss and
+        aud; ``claims`` add to them or replace them (None drops one)."""
+        payload: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, **claims}
+        payload = {k: v for k, v in payload.items() if v is not None}
+        return jwt.encode(payload, key or self.rsa, algorithm="RS256", headers={"kid": "idp-rsa"})
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import logging
 import threading
 import time
@@ -28,12 +29,12 @@ from typing import Any, Literal
 
 import bcrypt
 import httpx
-import jwt
 from pydantic import SecretStr
 
 from ..errors import Unauthorized, WesError
 from ..store import TERMINAL_STATES, RunStore
-from .settings import AuthSettings
+from .passports import Passports
+from .settings import AuthSettings, OidcSettings
 from .tokens import InvalidToken, KeySource, KeysUnavailable, verify_jwt
 
 __all__ = ["ANONYMOUS", "Authenticator", "Principal", "run_credential"]
@@ -44,9 +45,9 @@ Api = Literal["wes", "tes", "trs"]
 RUN_PREFIX = "wbrun."
 NODE_PREFIX = "wbnode."
 PASSPORT_CLAIM = "ga4gh_passport_v1"
-VISA_CLAIM = "ga4gh_visa_v1"
 _CACHE_SECONDS = 60.0
 _CACHE_MAX = 10_000
+_USERINFO_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,7 @@ class Authenticator:
         if settings.mode == "oidc":
             assert settings.oidc is not None
             self._keys = KeySource(settings.oidc, settings.oidc.jwks_cache_seconds)
-        self._visa_keys = {
-            iss: KeySource(source) for iss, source in settings.passports.trusted_issuers.items()
-        }
+        self._passports = Passports(settings.passports)
         self._secret: bytes | None = None
 
     @property
@@ -280,66 +279,104 @@ class Authenticator:
         visas = claims.get(PASSPORT_CLAIM)
         oidc = self.settings.oidc
         assert oidc is not None
-        if visas is None and oidc.userinfo_url and self._visa_keys:
-            try:
-                response = httpx.get(
-                    oidc.userinfo_url,
-                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                    timeout=10,
-                    follow_redirects=False,
-                )
-                if response.status_code == 200:
-                    visas = response.json().get(PASSPORT_CLAIM)
-                else:
-                    log.warning("userinfo endpoint answered %s", response.status_code)
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
-                log.warning("userinfo endpoint cannot be read: %s", type(exc).__name__)
+        if visas is None and oidc.userinfo_url and self._passports:
+            userinfo = self._userinfo(oidc, oidc.userinfo_url, claims, token)
+            visas = userinfo.get(PASSPORT_CLAIM) if userinfo is not None else None
         return visas if isinstance(visas, list) else []
 
+    def _userinfo(
+        self, oidc: OidcSettings, url: str, claims: dict[str, Any], token: str
+    ) -> dict[str, Any] | None:
+        """The issuer's userinfo claims for ``token``: a JSON object, or a JWT the issuer signed
+        (OIDC Core 5.3.2); None, logged, when they cannot be used."""
+        try:
+            response = httpx.get(
+                url,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/json, application/jwt",
+                },
+                timeout=10,
+                follow_redirects=False,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("userinfo endpoint cannot be read: %s", type(exc).__name__)
+            return None
+        if response.status_code != 200:
+            log.warning("userinfo endpoint answered %s", response.status_code)
+            return None
+        if len(response.content) > _USERINFO_MAX_BYTES:
+            log.warning("ignored a userinfo answer larger than %s bytes", _USERINFO_MAX_BYTES)
+            return None
+        media = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        info: dict[str, Any] | None
+        if media == "application/jwt":
+            info = self._signed_userinfo(oidc, claims, response.content)
+            if info is None:
+                return None
+        elif media == "application/json" or media.endswith("+json"):
+            try:
+                info = json.loads(response.content)
+            except ValueError:
+                info = None
+            if not isinstance(info, dict):
+                log.warning("ignored a userinfo answer that is not a JSON object")
+                return None
+        else:
+            log.warning("ignored a userinfo answer of type %r", media or "(none)")
+            return None
+        # OIDC Core 5.3.2: the userinfo `sub` MUST exactly match the user's, or none of the
+        # answer may be used (a token substitution would otherwise lend us another user's
+        # claims). Here the access token stands for the ID token.
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or info.get("sub") != subject:
+            log.warning("ignored a userinfo answer whose sub is not the token's")
+            return None
+        return info
+
+    def _signed_userinfo(
+        self, oidc: OidcSettings, claims: dict[str, Any], body: bytes
+    ) -> dict[str, Any] | None:
+        """The claims of a signed userinfo answer, checked as OIDC Core 5.3.2 asks: signed by the
+        issuer's keys with an allowed algorithm; its `iss` (which the spec says it SHOULD carry,
+        and required here) the issuer; its `aud`, when present, naming this node (one of
+        `oidc.audience`) or the client the user's token was issued to (its `azp` or
+        `client_id`, the relying party the spec means); `exp`, `nbf` and `iat` checked when
+        present."""
+        assert self._keys is not None
+        try:
+            info = verify_jwt(
+                body.decode("ascii").strip(),
+                self._keys,
+                algorithms=oidc.algorithms,
+                issuer=oidc.issuer,
+                audience=None,
+                leeway=oidc.leeway_seconds,
+                required=("iss", "sub"),
+            )
+        except UnicodeDecodeError:
+            log.warning("ignored a signed userinfo answer that is not a JWT")
+            return None
+        except InvalidToken as exc:
+            log.warning("ignored a signed userinfo answer: %s", exc)
+            return None
+        except KeysUnavailable as exc:
+            log.error("cannot verify a signed userinfo answer: %s", exc)
+            return None
+        audience = info.get("aud")
+        if audience is not None:
+            named = audience if isinstance(audience, list) else [audience]
+            clients = {claims.get("azp"), claims.get("client_id")} - {None}
+            accepted = set(oidc.audience) | clients
+            if accepted and not any(isinstance(a, str) and a in accepted for a in named):
+                log.warning("ignored a signed userinfo answer meant for someone else (aud)")
+                return None
+        return info
+
     def _grants(self, claims: dict[str, Any], token: str) -> dict[str, float | None]:
-        grants: dict[str, float | None] = {}
-        passports = self.settings.passports
-        for visa in self._passport(claims, token)[:200]:
-            if not isinstance(visa, str):
-                continue
-            try:
-                issuer = jwt.decode(visa, options={"verify_signature": False}).get("iss")
-            except jwt.InvalidTokenError:
-                log.info("ignored a visa that is not a JWT")
-                continue
-            keys = self._visa_keys.get(issuer) if isinstance(issuer, str) else None
-            if keys is None:
-                log.info("ignored a visa from an untrusted issuer %r", issuer)
-                continue
-            try:
-                visa_claims = verify_jwt(
-                    visa,
-                    keys,
-                    algorithms=passports.algorithms,
-                    issuer=issuer,
-                    audience=None,
-                    leeway=passports.leeway_seconds,
-                    required=("exp", "iss", VISA_CLAIM),
-                )
-            except (InvalidToken, KeysUnavailable) as exc:
-                log.info("ignored a visa of %s: %s", issuer, exc)
-                continue
-            body = visa_claims.get(VISA_CLAIM)
-            if not isinstance(body, dict) or body.get("type") != "ControlledAccessGrants":
-                continue
-            if body.get("conditions"):
-                log.info("ignored a ControlledAccessGrants visa with conditions")
-                continue
-            dataset = body.get("value")
-            asserted = body.get("asserted")
-            if not isinstance(dataset, str) or not dataset:
-                continue
-            if isinstance(asserted, int | float) and asserted > time.time() + 300:
-                continue
-            expires = float(visa_claims["exp"])
-            previous = grants.get(dataset)
-            grants[dataset] = expires if previous is None else max(previous, expires)
-        return grants
+        if not self._passports:
+            return {}
+        return self._passports.grants(self._passport(claims, token))
 
 
 _dummy: list[str] = []

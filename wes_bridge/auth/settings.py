@@ -82,7 +82,8 @@ class OidcSettings(JwksSource):
     userinfo_url: str | None = Field(
         None,
         description="The issuer's userinfo endpoint, asked (with the user's token) for the "
-        "ga4gh_passport_v1 claim when the token does not carry it.",
+        "ga4gh_passport_v1 claim when the token does not carry it. It may answer JSON or a JWT "
+        "signed with the issuer's keys (application/jwt); the answer's sub must be the token's.",
     )
     jwks_cache_seconds: float = Field(300.0, gt=0, description="How long fetched keys are kept.")
 
