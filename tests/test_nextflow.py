@@ -27,6 +27,7 @@ from wes_bridge_nextflow import (
     NextflowAdapter,
     NextflowParameters,
     NextflowSettings,
+    installation,
     node_config,
     plugin_id,
 )
@@ -61,6 +62,24 @@ def test_plugin_id_takes_the_newest_version(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
     assert plugin_id(tmp_path, "nf-ga4gh") == "nf-ga4gh@1.3.0"
     assert plugin_id(tmp_path, "nf-weblog") is None
+
+
+def test_installation_is_only_what_install_nextflow_made(tmp_path: Path) -> None:
+    """What a sandboxing TES shows of a `nextflow` outside the system: scripts/install-nextflow's
+    directory, never the parent of some other launcher (a ~/bin/nextflow would show ~)."""
+    launcher = tmp_path / "home" / "bin" / "nextflow"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\n")
+    assert installation(str(launcher)) is None
+    assert installation(None) is None
+    prefix = tmp_path / "prefix"
+    (prefix / "lib").mkdir(parents=True)
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "nextflow").write_text("#!/bin/sh\n")
+    (prefix / "VERSION").write_text("24.10.0\n")
+    link = tmp_path / "nextflow"
+    link.symlink_to(prefix / "bin" / "nextflow")
+    assert installation(str(link)) == prefix
 
 
 @pytest.mark.integration

@@ -16,10 +16,11 @@ from typing import Any
 
 import psutil
 import pytest
+from wes_bridge_nextflow import find_nextflow, installation
 
 from wes_bridge.app import create_app
 from wes_bridge.config import load_settings
-from wes_bridge.tes.backends import BackendUnavailable
+from wes_bridge.tes.backends import BackendUnavailable, sandbox_system_paths
 
 from .conftest import WES, SpecCheckedClient, free_port
 from .test_tes import TES, TesClient, _Files
@@ -224,6 +225,20 @@ def test_cancel_kills_the_sandboxed_processes(tes: TesClient) -> None:
         time.sleep(0.05)
     alive = [p for p in _sleepers(marker) if p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, "a sandboxed process survived the cancel"
+
+
+def test_the_engines_tools_are_shown_and_no_more_of_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jdk = tmp_path / "jdk"
+    jdk.mkdir()
+    monkeypatch.setenv("JAVA_HOME", str(jdk))
+    shown = sandbox_system_paths()
+    assert jdk in shown
+    home = installation(find_nextflow())
+    if home is not None:  # scripts/install-nextflow's, under the home by default
+        assert home in shown
+    assert Path.home() not in shown
 
 
 def test_the_node_refuses_to_start_without_bwrap(tmp_path: Path) -> None:

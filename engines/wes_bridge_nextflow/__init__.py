@@ -10,7 +10,9 @@ Two ways to the TES
     a TES task. *One task*: without that plugin (it is not on Maven Central, and an offline
     node cannot download it), the driver submits Nextflow itself as one TES task on the node's
     TES, and the processes run inside it with Nextflow's local executor (at most
-    ``driver_cpus`` at a time). The run log says which.
+    ``driver_cpus`` at a time). The run log says which. Either way Nextflow's home (``HOME``,
+    ``NXF_HOME``) is the run's own, so a TES that sandboxes its tasks (``host-sandbox``) shows
+    the one-task Nextflow nothing of the node user's home but the Nextflow installation.
 
 Progress
     Nextflow posts ``-with-weblog`` events to a listener of the driver (a secret path on
@@ -71,6 +73,7 @@ __all__ = [
     "NextflowParameters",
     "NextflowSettings",
     "find_nextflow",
+    "installation",
     "node_config",
     "plugin_id",
 ]
@@ -131,6 +134,18 @@ def find_nextflow(configured: str | None = None) -> str | None:
         candidate = prefix / "bin" / "nextflow"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
+    return None
+
+
+def installation(command: str | None) -> Path | None:
+    """The directory ``scripts/install-nextflow`` made (``bin/nextflow``, ``lib/``,
+    ``VERSION``) if ``command`` is its launcher, else None. A TES that sandboxes its tasks shows
+    it read-only, so Nextflow can run as a task (see :mod:`wes_bridge.tes.backends`)."""
+    if command is None:
+        return None
+    home = Path(command).resolve().parent.parent
+    if (home / "VERSION").is_file() and (home / "lib").is_dir() and (home / "bin").is_dir():
+        return home
     return None
 
 
@@ -273,10 +288,9 @@ class NextflowAdapter(EngineAdapter):
         command = self._command()
         if command is None:
             return "not installed"
-        home = Path(command).resolve().parent.parent
-        marker = home / "VERSION"  # written by scripts/install-nextflow
-        if marker.is_file():
-            return marker.read_text().strip()
+        home = installation(command)
+        if home is not None:
+            return (home / "VERSION").read_text().strip()
         try:
             done = subprocess.run(
                 [command, "-version"], capture_output=True, text=True, timeout=60, check=False
@@ -457,18 +471,22 @@ class NextflowAdapter(EngineAdapter):
         )
 
     def _environment(self, ctx: DriverContext) -> dict[str, str]:
-        """Nextflow's environment: none of the node's own configuration or credentials."""
+        """Nextflow's environment: none of the node's own configuration or credentials. Its
+        home (``HOME`` and ``NXF_HOME``: Nextflow's config, secrets, assets and plugins, and
+        what its processes keep in ``~``) is the run's own, not the node user's."""
+        home = str(ctx.work_dir / "nextflow-home")
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(ctx.work_dir)),
+            "HOME": home,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "NXF_HOME": str(ctx.work_dir / "nextflow-home"),
+            "NXF_HOME": home,
             "NXF_TEMP": str(ctx.work_dir / "tmp"),
             "TMPDIR": str(ctx.work_dir / "tmp"),
             "NXF_ANSI_LOG": "false",
             "NXF_DISABLE_CHECK_LATEST": "true",
         }
-        (ctx.work_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        for made in (ctx.work_dir / "tmp", Path(home)):
+            made.mkdir(parents=True, exist_ok=True)
         if self.settings.offline:
             env["NXF_OFFLINE"] = "true"
         if self.settings.plugins_dir is not None:
