@@ -27,6 +27,7 @@ from wes_bridge_nextflow import (
     NextflowAdapter,
     NextflowParameters,
     NextflowSettings,
+    installation,
     node_config,
     plugin_id,
 )
@@ -63,11 +64,35 @@ def test_plugin_id_takes_the_newest_version(tmp_path: Path) -> None:
     assert plugin_id(tmp_path, "nf-weblog") is None
 
 
+def test_installation_is_only_what_install_nextflow_made(tmp_path: Path) -> None:
+    """What a sandboxing TES shows of a `nextflow` outside the system: scripts/install-nextflow's
+    directory, never the parent of some other launcher (a ~/bin/nextflow would show ~)."""
+    launcher = tmp_path / "home" / "bin" / "nextflow"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\n")
+    assert installation(str(launcher)) is None
+    assert installation(None) is None
+    prefix = tmp_path / "prefix"
+    (prefix / "lib").mkdir(parents=True)
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "nextflow").write_text("#!/bin/sh\n")
+    (prefix / "VERSION").write_text("24.10.0\n")
+    link = tmp_path / "nextflow"
+    link.symlink_to(prefix / "bin" / "nextflow")
+    assert installation(str(link)) == prefix
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("plugin", [None, "nf-ga4gh@1.3.0"])
 def test_node_config_is_valid_nextflow_configuration(tmp_path: Path, plugin: str | None) -> None:
     tes = TesEndpoint(
-        "http://127.0.0.1:8080/ga4gh/tes/v1", "r1", True, False, username="u", password="p'w"
+        "http://127.0.0.1:8080/ga4gh/tes/v1",
+        "r1",
+        True,
+        False,
+        token="tok'en-of-the-run",
+        username="u",
+        password="p'w",
     )
     text = node_config(
         outputs_dir=tmp_path / "out's",
@@ -77,6 +102,9 @@ def test_node_config_is_valid_nextflow_configuration(tmp_path: Path, plugin: str
         cpus=3,
         weblog_plugin="nf-weblog@1.0.0" if plugin else None,
     )
+    # No credential in the file (quoted or not): Nextflow reads them from its environment.
+    for secret in ("en-of-the-run", "p'w", "p\\'w"):
+        assert secret not in text
     config = tmp_path / "node.config"
     config.write_text(text)
     done = subprocess.run(
@@ -85,7 +113,12 @@ def test_node_config_is_valid_nextflow_configuration(tmp_path: Path, plugin: str
         text=True,
         timeout=300,
         cwd=tmp_path,
-        env={**os.environ, "NXF_HOME": str(tmp_path / "home"), "NXF_OFFLINE": "true"},
+        env={
+            **os.environ,
+            **tes.credential_env(),
+            "NXF_HOME": str(tmp_path / "home"),
+            "NXF_OFFLINE": "true",
+        },
     )
     assert done.returncode == 0, done.stderr
     flat = dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line)
@@ -97,7 +130,9 @@ def test_node_config_is_valid_nextflow_configuration(tmp_path: Path, plugin: str
     else:
         assert flat["process.executor"] == "'tes'"
         assert flat["tes.endpoint"] == "'http://127.0.0.1:8080'"
+        assert flat["tes.basicUsername"] == "'u'"
         assert flat["tes.basicPassword"] == "'p\\'w'"
+        assert flat["tes.oauthToken"] == "'tok\\'en-of-the-run'"
         assert "nf-ga4gh@1.3.0" in flat["plugins"]
         assert "nf-weblog@1.0.0" in flat["plugins"]
 
@@ -169,6 +204,66 @@ def test_a_tes_that_cannot_run_nextflow_as_one_task_is_refused(tmp_path: Path) -
         outcome = NextflowAdapter(NextflowSettings(command="true")).drive(ctx)
         assert outcome.state == "SYSTEM_ERROR"
         assert "nf-ga4gh" in outcome.system_logs[0]
+
+
+def test_with_the_tes_plugin_the_credentials_are_in_the_environment_not_the_run(
+    tmp_path: Path,
+) -> None:
+    """The driver's side of the per-process way, with a stand-in for `nextflow` that records
+    its environment (the real one cannot load nf-ga4gh here): the run's config file names the
+    credentials' variables, Nextflow's environment holds them, and its home is the run's."""
+    record = tmp_path / "seen"
+    record.mkdir()
+    fake = tmp_path / "nextflow"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = -log ] || exit 0\n'
+        f"env > {record}/env.txt\n"
+        f'while [ "$1" != -c ]; do shift; done; cp "$2" {record}/config.txt\n'
+    )
+    fake.chmod(0o755)
+    plugins = tmp_path / "plugins"
+    (plugins / "nf-ga4gh-1.3.0").mkdir(parents=True)
+    workflow = FIXTURES / "sleep" / "main.nf"
+    run = RunSpec(
+        run_id="r1",
+        workflow_type="NFL",
+        workflow_type_version="DSL2",
+        workflow_url="main.nf",
+        workflow_path=workflow,
+        workflow_fragment=None,
+        workflow_dir=workflow.parent,
+        params={},
+        engine_parameters=NextflowParameters(),
+    )
+    run_dir = tmp_path / "run"
+    for name in ("outputs", "work"):
+        (run_dir / name).mkdir(parents=True)
+    token = "the-run's-tes-token"
+    tes = TesEndpoint("http://127.0.0.1:9/ga4gh/tes/v1", "r1", True, False, token=token)
+    ctx = DriverContext(
+        run=run,
+        run_dir=run_dir,
+        outputs_dir=run_dir / "outputs",
+        work_dir=run_dir / "work",
+        tasks=TaskReporter(run_dir / "events.jsonl"),
+        tes=tes,
+    )
+    settings = NextflowSettings(command=str(fake), plugins_dir=plugins)
+    outcome = NextflowAdapter(settings).drive(ctx)
+    assert outcome.state == "COMPLETE", outcome.system_logs
+    assert "through nf-ga4gh@1.3.0" in outcome.system_logs[0]
+    config = (record / "config.txt").read_text()
+    assert "tes.oauthToken = System.getenv('WES_BRIDGE_TES_TOKEN')" in config
+    env = dict(
+        line.split("=", 1) for line in (record / "env.txt").read_text().splitlines() if "=" in line
+    )
+    assert env["WES_BRIDGE_TES_TOKEN"] == token
+    assert env["HOME"] == env["NXF_HOME"] == str(run_dir / "work" / "nextflow-home")
+    # Nothing the driver left in the run directory holds the token.
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert b"tes-token" not in path.read_bytes(), path
 
 
 # -- through a node -------------------------------------------------------------------------

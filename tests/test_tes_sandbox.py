@@ -8,33 +8,44 @@ import json
 import os
 import random
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
+from wes_bridge_nextflow import find_nextflow, installation
 
 from wes_bridge.app import create_app
 from wes_bridge.config import load_settings
-from wes_bridge.tes.backends import BackendUnavailable
+from wes_bridge.tes.backends import BackendUnavailable, sandbox_system_paths
 
-from .conftest import WES, SpecCheckedClient, free_port
+from .conftest import WES, SpecCheckedClient, free_port, nextflow_command
+from .live_server import Server
+from .spec_check import check_response, tes_api
 from .test_tes import TES, TesClient, _Files
 from .test_tes import test_echo_task_and_its_views as _echo_checks
 from .test_tes import test_executor_errors_stop_unless_ignored as _error_checks
 from .test_tes import test_inputs_executors_volumes_and_outputs as _io_checks
+from .test_workflows_direct import _check_file, _expected
+from .test_workflows_wes import _request, _tasks, _wait
 
 
-@pytest.fixture(autouse=True)
-def _needs_bwrap() -> None:
+def _require_bwrap() -> None:
     if shutil.which("bwrap") is None:
         message = "the host-sandbox backend needs bwrap (Debian package bubblewrap)"
         if os.environ.get("CI") == "true":
             pytest.fail(message + ", which CI must install")
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _needs_bwrap() -> None:
+    _require_bwrap()
 
 
 @pytest.fixture
@@ -100,6 +111,8 @@ def test_a_task_sees_nothing_of_other_tasks_other_runs_or_the_database(
     other_run.write_text("theirs\n")
     database = data / "wes-bridge.sqlite"
     assert database.is_file()
+    tes.app.state.node.tokens.seal("a user's token")  # type: ignore[attr-defined]
+    assert (data / "auth.key").is_file()  # the node key (made at the first sealed token)
     undeclared = dirs["in"] / "undeclared.txt"
     undeclared.write_text("not asked for\n")
     (dirs["in"] / "asked.txt").write_text("asked for\n")
@@ -226,6 +239,20 @@ def test_cancel_kills_the_sandboxed_processes(tes: TesClient) -> None:
     assert not alive, "a sandboxed process survived the cancel"
 
 
+def test_the_engines_tools_are_shown_and_no_more_of_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jdk = tmp_path / "jdk"
+    jdk.mkdir()
+    monkeypatch.setenv("JAVA_HOME", str(jdk))
+    shown = sandbox_system_paths()
+    assert jdk in shown
+    home = installation(find_nextflow())
+    if home is not None:  # scripts/install-nextflow's, under the home by default
+        assert home in shown
+    assert Path.home() not in shown
+
+
 def test_the_node_refuses_to_start_without_bwrap(tmp_path: Path) -> None:
     settings = load_settings(
         port=free_port(),
@@ -271,3 +298,151 @@ def test_a_cwl_workflow_runs_in_the_sandbox(tmp_path: Path) -> None:
             doc = client.get(f"{TES}/tasks/{task_id}", params={"view": "FULL"}).json()
             logs = doc["logs"][0]["system_logs"]
             assert any(line.startswith("sandbox: the executors see") for line in logs), logs
+
+
+# -- Toil, Snakemake and Nextflow under the sandbox, through a live `wes-bridge serve` ---------
+SANDBOXED_RUNS = [
+    ("cwl/hello", "toil"),
+    ("snakemake/fanout", "snakemake"),
+    ("nextflow/fanout", "nextflow"),
+]
+
+PROBE_CWL = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c]
+inputs:
+  script: {type: string, inputBinding: {position: 1}}
+stdout: probe.txt
+outputs:
+  probe: {type: stdout}
+"""
+
+
+@pytest.fixture(scope="module")
+def sandboxed_node(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Server, dict[tuple[str, str], str]]]:
+    """One `wes-bridge serve` with tes.backend host-sandbox, the runs of SANDBOXED_RUNS
+    submitted to it at once."""
+    _require_bwrap()  # before the autouse check, which runs after module fixtures
+    server = Server(
+        tmp_path_factory.mktemp("sandboxed-node") / "data",
+        free_port(),
+        env={"WES_BRIDGE_TES__BACKEND": "host-sandbox"},
+    )
+    server.start()
+    try:
+        ids = {}
+        for case, engine in SANDBOXED_RUNS:
+            if engine == "nextflow" and find_nextflow() is None:
+                continue  # its test skips (fails in CI)
+            data, files = _request(case, engine)
+            response = server.request("POST", "/runs", data=data, files=files)
+            assert response.status_code == 200, response.text
+            ids[(case, engine)] = str(response.json()["run_id"])
+        yield server, ids
+    finally:
+        server.stop(signal.SIGTERM)
+
+
+def _tes_task(server: Server, tes_uri: str) -> dict[str, Any]:
+    response = httpx.get(tes_uri, params={"view": "FULL"}, timeout=30)
+    check_response(
+        tes_api(),
+        "GET",
+        httpx.URL(tes_uri).path,
+        response.status_code,
+        response.content,
+        response.headers.get("content-type", ""),
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _shown_read_only(summary: str) -> list[str]:
+    """The system directories a task's sandbox summary lists."""
+    shown = summary.split("and the system directories ", 1)[1].split(" read-only; network")[0]
+    return shown.split(", ")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("case", "engine"), SANDBOXED_RUNS)
+def test_toil_snakemake_and_nextflow_run_in_the_sandbox(
+    sandboxed_node: tuple[Server, dict[tuple[str, str], str]], case: str, engine: str
+) -> None:
+    server, ids = sandboxed_node
+    if engine == "nextflow":
+        nextflow_command()
+    log = _wait(server, ids[(case, engine)], timeout=300)
+    assert log["state"] == "COMPLETE", json.dumps(log["run_log"], indent=1)[-4000:]
+    for output_id, want in _expected(case)["outputs"].items():
+        got = log["outputs"][output_id]
+        assert (got["checksum"], got["size"]) == (want["checksum"], want["size"]), output_id
+        _check_file(Path(got["path"]), want)
+    # Every TES task of the run (Nextflow's: the one Nextflow task) ran in the sandbox.
+    uris = [t["tes_uri"] for t in _tasks(server, log["run_id"]) if t.get("tes_uri")]
+    tasks = [_tes_task(server, uri) for uri in uris]
+    assert tasks
+    summaries = []
+    for task in tasks:
+        assert task["state"] == "COMPLETE"
+        system_logs = task["logs"][-1]["system_logs"]
+        summaries += [s for s in system_logs if s.startswith("sandbox: the executors see")]
+    assert len(summaries) == len(tasks)
+    if engine == "nextflow":
+        # Nextflow ran from its installation, shown read-only, with a home of the run's own:
+        # nothing else of the node user's home was there.
+        [task] = tasks
+        env = task["executors"][0]["env"]
+        assert Path(env["HOME"]).is_relative_to(server.data_dir / "runs" / log["run_id"])
+        assert env["NXF_HOME"] == env["HOME"]
+        shown = _shown_read_only(summaries[0])
+        home = installation(find_nextflow())
+        if home is not None:
+            assert str(home) in shown
+        assert str(Path.home()) not in shown
+
+
+@pytest.mark.integration
+def test_a_sandboxed_run_sees_its_own_run_and_not_another_or_the_node_files(
+    sandboxed_node: tuple[Server, dict[tuple[str, str], str]],
+) -> None:
+    """A workflow's step names another run's output, the database and the node key: none is
+    there; the data dir shows it its own run only."""
+    server, ids = sandboxed_node
+    other = _wait(server, ids[("snakemake/fanout", "snakemake")], timeout=300)
+    assert other["state"] == "COMPLETE"
+    theirs = Path(other["outputs"]["fanout.txt"]["path"])
+    data = server.data_dir
+    key = data / "auth.key"  # made by the node with tes.forward_user_token; here by hand
+    if not key.exists():
+        key.write_text("node-key-material\n")
+        key.chmod(0o600)
+    targets = [theirs, data / "wes-bridge.sqlite", key]
+    assert all(t.is_file() for t in targets)  # there, on the host
+    script = "; ".join(f"cat {t} 2>&1" for t in targets) + f"; echo runs: $(ls {data}/runs)"
+    response = server.request(
+        "POST",
+        "/runs",
+        data={
+            "workflow_type": "CWL",
+            "workflow_type_version": "v1.2",
+            "workflow_url": "probe.cwl",
+            "workflow_params": json.dumps({"script": script}),
+            "workflow_engine": "cwltool",
+        },
+        files=[("workflow_attachment", ("probe.cwl", PROBE_CWL.encode()))],
+    )
+    assert response.status_code == 200, response.text
+    run_id = response.json()["run_id"]
+    log = _wait(server, run_id, timeout=120)
+    assert log["state"] == "COMPLETE", json.dumps(log["run_log"], indent=1)[-4000:]
+    probe = Path(log["outputs"]["probe"]["path"]).read_text()
+    lines = probe.splitlines()
+    for target, line in zip(targets, lines, strict=False):
+        assert line == f"cat: {target}: No such file or directory", probe
+    assert lines[len(targets)] == f"runs: {run_id}", probe
+    assert "node-key-material" not in probe
+    assert "SQLite format" not in probe
+    assert theirs.read_text().splitlines()[0] not in probe

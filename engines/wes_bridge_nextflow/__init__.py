@@ -7,10 +7,14 @@ Two ways to the TES
     *Per process*: when the node has a Nextflow TES executor plugin (``nf-ga4gh``, pre-seeded
     in ``engines.nextflow.plugins_dir``, Nextflow's ``NXF_PLUGINS_DIR``), Nextflow runs in the
     driver with ``process.executor = 'tes'`` pointed at the node's TES, so every process task is
-    a TES task. *One task*: without that plugin (it is not on Maven Central, and an offline
-    node cannot download it), the driver submits Nextflow itself as one TES task on the node's
-    TES, and the processes run inside it with Nextflow's local executor (at most
-    ``driver_cpus`` at a time). The run log says which.
+    a TES task; the run's TES credentials reach Nextflow in its environment, never in the
+    configuration file the node writes into the run directory. *One task*: without that
+    plugin (it is not on Maven Central, and an offline node cannot download it), the driver
+    submits Nextflow itself as one TES task on the node's TES, and the processes run inside it
+    with Nextflow's local executor (at most ``driver_cpus`` at a time). The run log says
+    which. Either way Nextflow's home (``HOME``, ``NXF_HOME``) is the run's own, so a TES that
+    sandboxes its tasks (``host-sandbox``) shows the one-task Nextflow nothing of the node
+    user's home but the Nextflow installation.
 
 Progress
     Nextflow posts ``-with-weblog`` events to a listener of the driver (a secret path on
@@ -71,6 +75,7 @@ __all__ = [
     "NextflowParameters",
     "NextflowSettings",
     "find_nextflow",
+    "installation",
     "node_config",
     "plugin_id",
 ]
@@ -131,6 +136,18 @@ def find_nextflow(configured: str | None = None) -> str | None:
         candidate = prefix / "bin" / "nextflow"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
+    return None
+
+
+def installation(command: str | None) -> Path | None:
+    """The directory ``scripts/install-nextflow`` made (``bin/nextflow``, ``lib/``,
+    ``VERSION``) if ``command`` is its launcher, else None. A TES that sandboxes its tasks shows
+    it read-only, so Nextflow can run as a task (see :mod:`wes_bridge.tes.backends`)."""
+    if command is None:
+        return None
+    home = Path(command).resolve().parent.parent
+    if (home / "VERSION").is_file() and (home / "lib").is_dir() and (home / "bin").is_dir():
+        return home
     return None
 
 
@@ -197,6 +214,16 @@ def _groovy(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
+# The variables TesEndpoint.credential_env gives, which the node's configuration has Nextflow
+# read (System.getenv works with both of Nextflow's configuration parsers; env() is not there
+# in 24.10).
+_CREDENTIALS = {
+    "token": "WES_BRIDGE_TES_TOKEN",
+    "username": "WES_BRIDGE_TES_USERNAME",
+    "password": "WES_BRIDGE_TES_PASSWORD",
+}
+
+
 def node_config(
     *,
     outputs_dir: Path,
@@ -206,7 +233,9 @@ def node_config(
     cpus: int,
     weblog_plugin: str | None = None,
 ) -> str:
-    """The configuration the node adds over the pipeline's own (``-c``)."""
+    """The configuration the node adds over the pipeline's own (``-c``). It holds no
+    credential: with the TES executor plugin, Nextflow reads them from the environment
+    (:meth:`TesEndpoint.credential_env <wes_bridge.plugin.TesEndpoint.credential_env>`)."""
     plugins = [p for p in (plugin, weblog_plugin) if p]
     lines = [
         "// Written by wes-bridge for this run; it overrides the pipeline's own configuration.",
@@ -227,13 +256,15 @@ def node_config(
             "process.executor = 'tes'",
             f"tes.endpoint = {_groovy(endpoint)}",
         ]
+        # The credentials stay in Nextflow's environment, never in this file: the run's
+        # directory, where it lies, is open to the run's own tasks.
         if tes.username and tes.password:
             lines += [
-                f"tes.basicUsername = {_groovy(tes.username)}",
-                f"tes.basicPassword = {_groovy(tes.password)}",
+                f"tes.basicUsername = System.getenv({_groovy(_CREDENTIALS['username'])})",
+                f"tes.basicPassword = System.getenv({_groovy(_CREDENTIALS['password'])})",
             ]
         if tes.token:
-            lines.append(f"tes.oauthToken = {_groovy(tes.token)}")
+            lines.append(f"tes.oauthToken = System.getenv({_groovy(_CREDENTIALS['token'])})")
     else:
         lines += ["process.executor = 'local'", f"executor {{ name = 'local'; cpus = {cpus} }}"]
     return "\n".join(lines) + "\n"
@@ -273,10 +304,9 @@ class NextflowAdapter(EngineAdapter):
         command = self._command()
         if command is None:
             return "not installed"
-        home = Path(command).resolve().parent.parent
-        marker = home / "VERSION"  # written by scripts/install-nextflow
-        if marker.is_file():
-            return marker.read_text().strip()
+        home = installation(command)
+        if home is not None:
+            return (home / "VERSION").read_text().strip()
         try:
             done = subprocess.run(
                 [command, "-version"], capture_output=True, text=True, timeout=60, check=False
@@ -366,7 +396,7 @@ class NextflowAdapter(EngineAdapter):
             ),
             encoding="utf-8",
         )
-        config.chmod(0o600)  # it may hold the TES credentials
+        config.chmod(0o600)
         script = launch / run.workflow_path.relative_to(run.workflow_dir)
         tes_url = ctx.tes.url
         reporter = ProcessTasks(
@@ -429,7 +459,10 @@ class NextflowAdapter(EngineAdapter):
                 shown = list(argv)
             shown[0] = "nextflow"
             if plugin:
-                state, exit_code, detail = self._run_here(argv, launch, env)
+                # The credentials only for Nextflow in the driver: the one-task way's
+                # environment is the TES task's, kept in its record.
+                here = {**env, **ctx.tes.credential_env()}
+                state, exit_code, detail = self._run_here(argv, launch, here)
             else:
                 state, exit_code, detail = self._run_as_task(ctx, ctx.tes, argv, launch, env, logs)
         notes += detail
@@ -457,18 +490,22 @@ class NextflowAdapter(EngineAdapter):
         )
 
     def _environment(self, ctx: DriverContext) -> dict[str, str]:
-        """Nextflow's environment: none of the node's own configuration or credentials."""
+        """Nextflow's environment: none of the node's own configuration or credentials. Its
+        home (``HOME`` and ``NXF_HOME``: Nextflow's config, secrets, assets and plugins, and
+        what its processes keep in ``~``) is the run's own, not the node user's."""
+        home = str(ctx.work_dir / "nextflow-home")
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(ctx.work_dir)),
+            "HOME": home,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "NXF_HOME": str(ctx.work_dir / "nextflow-home"),
+            "NXF_HOME": home,
             "NXF_TEMP": str(ctx.work_dir / "tmp"),
             "TMPDIR": str(ctx.work_dir / "tmp"),
             "NXF_ANSI_LOG": "false",
             "NXF_DISABLE_CHECK_LATEST": "true",
         }
-        (ctx.work_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        for made in (ctx.work_dir / "tmp", Path(home)):
+            made.mkdir(parents=True, exist_ok=True)
         if self.settings.offline:
             env["NXF_OFFLINE"] = "true"
         if self.settings.plugins_dir is not None:

@@ -11,11 +11,12 @@ paths (``/data/in.txt`` is ``root/data/in.txt``).
   Service-info and each task's ``system_logs`` say so.
 * **host-sandbox**: as ``host`` (same path mapping, no image), but each executor runs inside
   bubblewrap (``bwrap``) in mount, PID, IPC and UTS namespaces of its own, with no
-  capabilities: it sees the host's system directories (and the Python and tool locations the
-  engines need) read-only, its task's ``root/`` and ``tmp/`` read-write, the run's directory
-  (tasks tagged ``wes_run_id`` with a run of the same user), its in-place inputs read-only and
-  in-place outputs read-write at their own paths, and a private ``/tmp``, ``/proc`` and
-  ``/dev``: nothing else of the data dir (other runs, other tasks, the database, keys).
+  capabilities: it sees the host's system directories and the tool locations the engines need
+  (the node's Python, ``PATH``, ``JAVA_HOME``, the Nextflow installation) read-only, its
+  task's ``root/`` and ``tmp/`` read-write, the run's directory (tasks tagged ``wes_run_id``
+  with a run of the same user), its in-place inputs read-only and in-place outputs read-write
+  at their own paths, and a private ``/tmp``, ``/proc`` and ``/dev``: nothing else of the data
+  dir (other runs, other tasks, the database, keys).
 * **docker / podman**: ``run --rm`` of the executor's image with the task's directories mounted
   at their container paths; the exact TES semantics.
 * **apptainer / singularity**: ``exec --containall`` of ``docker://IMAGE`` with the same binds.
@@ -304,6 +305,22 @@ def _under(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
+def _engine_tools() -> list[str]:
+    """Tools the engines run as a task that may lie outside the system directories and PATH:
+    the node's ``JAVA_HOME``, and the Nextflow that ``scripts/install-nextflow`` made (its
+    launcher and jars only; by default it is under the node user's home, of which nothing else
+    is shown). Nextflow's own home is the run's (see :mod:`wes_bridge_nextflow`)."""
+    found = [os.environ["JAVA_HOME"]] if os.environ.get("JAVA_HOME") else []
+    try:
+        from wes_bridge_nextflow import find_nextflow, installation
+    except ImportError:
+        return found
+    home = installation(find_nextflow())
+    if home is not None:
+        found.append(str(home))
+    return found
+
+
 def sandbox_system_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
     """Host paths a sandboxed executor sees read-only (before the data dir is taken out)."""
     found: list[str] = [p for p in _SANDBOX_SYSTEM if os.path.lexists(p)]
@@ -319,6 +336,7 @@ def sandbox_system_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
             continue
         if spec is not None and spec.origin:
             found.append(str(Path(spec.origin).parent.parent))
+    found += _engine_tools()
     found += [str(p) for p in extra]
     result: list[Path] = []
     for text in found:
