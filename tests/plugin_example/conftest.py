@@ -31,3 +31,11 @@ def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = before
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The example's tests run a real node: wes-bridge's suite counts them as integration
+    tests (the example's own file stays as an author would write it)."""
+    for item in items:
+        if Path(str(item.path)).is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
