@@ -222,7 +222,7 @@ def _free_port() -> int:
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``extra`` merged in, mappings merged key by key."""
-    merged = dict(base)
+    merged = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
