@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -85,10 +87,20 @@ def _project(root: Path, dist: str, engine: str, target: str, source: str) -> Pa
     return folder
 
 
+@dataclass(frozen=True)
+class Nodes:
+    plain: LiveNode
+    """The plugins as installed."""
+    disabled: LiveNode
+    """The example disabled in the config."""
+    listings: dict[str, str]
+    """What `wes-bridge engines` prints with each node's config and environment."""
+
+
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveNode, LiveNode]]:
-    """Two nodes with the plugins on their path: one as installed, one with the example
-    disabled in its config. Started side by side."""
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    """Two nodes with the plugins on their path, and their `wes-bridge engines`, all started
+    side by side."""
     root = tmp_path_factory.mktemp("plugins")
     projects = [_project(root / "src", dist, *spec) for dist, spec in BROKEN.items()]
     site = pip_install([*projects, EXAMPLE], root / "site")
@@ -98,15 +110,19 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveNode, 
     disabled = LiveNode(
         root / "disabled", config={"disabled_engines": ["shell"]}, env=env, check=_spec_check
     )
-    try:
-        for node in (plain, disabled):
-            node.launch()
-        for node in (plain, disabled):
-            node.wait_ready()
-        yield plain, disabled
-    finally:
-        plain.stop()
-        disabled.stop()
+    both = (plain, disabled)
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            for node in both:
+                node.launch()
+            listings = [pool.submit(node.engines_listing) for node in both]
+            for node in both:
+                node.wait_ready()
+            yield Nodes(
+                plain, disabled, {"plain": listings[0].result(), "disabled": listings[1].result()}
+            )
+        finally:
+            list(pool.map(LiveNode.stop, both))
 
 
 def _offered(node: LiveNode) -> tuple[dict[str, list[str]], set[str], dict[str, str]]:
@@ -117,8 +133,8 @@ def _offered(node: LiveNode) -> tuple[dict[str, list[str]], set[str], dict[str, 
     return types, set(info["workflow_engine_versions"]), info["tags"]
 
 
-def test_node_starts_without_the_broken_plugins(nodes: tuple[LiveNode, LiveNode]) -> None:
-    node, _ = nodes
+def test_node_starts_without_the_broken_plugins(nodes: Nodes) -> None:
+    node = nodes.plain
     types, engines, tags = _offered(node)
     assert types["SHELL"] == ["1"]
     assert set(types) == {"SHELL", *BUILT_IN}
@@ -137,10 +153,9 @@ def test_node_starts_without_the_broken_plugins(nodes: tuple[LiveNode, LiveNode]
 
 
 def test_engines_command_shows_distributions_and_failures(
-    nodes: tuple[LiveNode, LiveNode],
+    nodes: Nodes,
 ) -> None:
-    node, _ = nodes
-    listing = node.engines_listing()
+    listing = nodes.listings["plain"]
     rows = {line.split()[0]: line for line in listing.splitlines()}
     assert rows["shell"].split() == [
         "shell",
@@ -163,9 +178,9 @@ def test_engines_command_shows_distributions_and_failures(
 
 
 def test_disabling_the_external_engine_leaves_the_others(
-    nodes: tuple[LiveNode, LiveNode],
+    nodes: Nodes,
 ) -> None:
-    _, node = nodes
+    node = nodes.disabled
     types, engines, tags = _offered(node)
     assert set(types) == set(BUILT_IN)
     assert engines == set().union(*BUILT_IN.values())
@@ -175,6 +190,6 @@ def test_disabling_the_external_engine_leaves_the_others(
     response = node.submit(hello, "SHELL", "1")
     assert response.status_code == 400
     assert "workflow_type 'SHELL' is not supported here" in response.json()["msg"]
-    listing = node.engines_listing()
+    listing = nodes.listings["disabled"]
     assert "shell: disabled by configuration" in listing.splitlines()
     assert not [line for line in listing.splitlines() if line.startswith("shell ")]
