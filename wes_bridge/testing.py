@@ -300,7 +300,7 @@ class LiveNode:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the node exited ({self.proc.returncode}):\n{self.log()}")
             try:
-                if httpx.get(self.wes_url + "/service-info", timeout=5).status_code == 200:
+                if self.http.get(self.wes_url + "/service-info", timeout=5).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
