@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -142,3 +146,148 @@ def test_engine_options_in_command_line_form() -> None:
     assert CwltoolParameters.model_validate({"--parallel": "false"}).parallel is False
     with pytest.raises(ValidationError, match="bogus"):
         CwltoolParameters.model_validate({"--bogus": "1"})
+
+
+# -- the public plugin API ------------------------------------------------------------------
+PICKY_MODULE = textwrap.dedent(
+    """
+    from pydantic import field_validator
+
+    from wes_bridge.plugin import (
+        DriverOutcome, EngineAdapter, EngineParameters, InvalidRunRequest,
+    )
+
+    class Parameters(EngineParameters):
+        level: int = 1
+
+        @field_validator("level")
+        @classmethod
+        def _odd(cls, value):
+            if value % 2 == 0:
+                raise InvalidRunRequest("the level must be odd")
+            return value
+
+    class Picky(EngineAdapter):
+        engine = "picky"
+        workflow_type = "PICKY"
+        workflow_type_versions = ("1",)
+        parameters_model = Parameters
+        def engine_version(self): return "1"
+        def validate(self, run):
+            if run.params.get("please") != "yes":
+                raise InvalidRunRequest("say please")
+            return []
+        def drive(self, ctx): return DriverOutcome("COMPLETE", exit_code=0)
+    """
+)
+
+
+@pytest.fixture
+def picky_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    site = tmp_path / "picky-site"
+    site.mkdir()
+    (site / "picky_plugin.py").write_text(PICKY_MODULE)
+    dist = site / "picky-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: picky\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[wes_bridge.engines]\npicky = picky_plugin:Picky\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("picky_plugin", None)
+
+
+def test_invalid_run_request_is_a_400(picky_plugin: Path, tmp_path: Path) -> None:
+    """What an adapter raises from validate() or a parameter validator reaches the client."""
+    settings = load_settings(data_dir=tmp_path / "data", port=free_port())
+    with SpecCheckedClient(create_app(settings)) as client:
+
+        def submit(params: dict[str, str], engine_params: dict[str, str]) -> Any:
+            return client.submit(
+                "cwl/hello/hello.cwl",
+                params=params,
+                workflow_type="PICKY",
+                workflow_type_version="1",
+                workflow_engine_parameters=json.dumps(engine_params),
+            )
+
+        refused = submit({}, {})
+        assert refused.status_code == 400
+        assert refused.json()["msg"] == "say please"
+        refused = submit({"please": "yes"}, {"level": "2"})
+        assert refused.status_code == 400
+        assert refused.json()["msg"].startswith("workflow_engine_parameters for picky: level:")
+        assert "the level must be odd" in refused.json()["msg"]
+        assert client.get(f"{WES}/runs").json()["runs"] == []
+        accepted = submit({"please": "yes"}, {"level": "3"})
+        assert accepted.status_code == 200, accepted.text
+        assert client.wait(accepted.json()["run_id"]) == "COMPLETE"
+
+
+def test_importing_wes_bridge_does_not_import_pytest() -> None:
+    """pytest is a test dependency: only wes_bridge.testing may need it."""
+    code = (
+        "import sys, wes_bridge, wes_bridge.plugin, wes_bridge.app, wes_bridge.cli\n"
+        "import wes_bridge.tes.client, wes_bridge.tes.models\n"
+        "assert 'pytest' not in sys.modules, 'pytest was imported'\n"
+        "import wes_bridge.testing\n"
+        "assert 'pytest' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+EXAMPLE = Path(__file__).resolve().parent / "plugin_example"
+IDENTIFIER = re.compile(r"`([A-Za-z_]\w*)`")
+
+
+def _paragraph(doc: str, start: str) -> str:
+    """The text from the line starting with ``start`` to the next blank line."""
+    at = doc.index("\n" + start) + 1
+    end = doc.find("\n\n", at)
+    return doc[at : end if end >= 0 else None]
+
+
+def test_plugin_guide_lists_the_public_api() -> None:
+    import wes_bridge.plugin
+    import wes_bridge.tes.client
+    import wes_bridge.tes.models
+    import wes_bridge.testing
+
+    doc = DOCS.read_text(encoding="utf-8")
+    table = doc[doc.index("**`wes_bridge.plugin`**") :]
+    table = _paragraph(table, "| name |")
+    listed = {n for row in table.splitlines()[2:] for n in IDENTIFIER.findall(row.split("|")[1])}
+    assert listed == set(wes_bridge.plugin.__all__)
+    for name in wes_bridge.plugin.__all__:
+        value = getattr(wes_bridge.plugin, name)
+        if isinstance(value, type) or inspect.isfunction(value):
+            assert (value.__doc__ or "").strip(), f"wes_bridge.plugin.{name} has no docstring"
+    for module, start in (
+        (wes_bridge.tes.client, "**`wes_bridge.tes.client`**"),
+        (wes_bridge.tes.models, "**`wes_bridge.tes.models`**"),
+    ):
+        names = set(IDENTIFIER.findall(_paragraph(doc, start))) - {"create_task"}
+        assert names, start
+        assert names <= set(module.__all__), names - set(module.__all__)
+    testing = set(IDENTIFIER.findall(_paragraph(doc, "**`wes_bridge.testing`**")))
+    assert testing == set(wes_bridge.testing.__all__)
+
+
+def test_plugin_guide_shows_the_tested_example() -> None:
+    """The worked example is tests/plugin_example, which the suite installs and runs."""
+    doc = DOCS.read_text(encoding="utf-8")
+    fences = {".toml": "toml", ".py": "python", ".sh": "sh"}
+    files = [
+        "pyproject.toml",
+        "wes_bridge_example_shell.py",
+        "tests/test_contract.py",
+        "tests/workflows/hello/hello.sh",
+        "tests/workflows/fail/fail.sh",
+        "tests/workflows/sleep/sleep.sh",
+    ]
+    for name in files:
+        path = EXAMPLE / name
+        assert f"`tests/plugin_example/{name}`" in doc, name
+        assert f"```{fences[path.suffix]}\n{path.read_text(encoding='utf-8')}```" in doc, name
+    params = (EXAMPLE / "tests/workflows/hello/params.json").read_text(encoding="utf-8").strip()
+    assert f"`params.json`: `{params}`" in doc

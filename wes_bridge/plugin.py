@@ -1,46 +1,14 @@
-"""The public API that workflow-engine adapters are written against.
+"""The public API that workflow-engine adapters are written against (plugin API version 1).
 
-An engine adapter teaches wes-bridge to run one workflow language with one engine. It is a
-class deriving from :class:`EngineAdapter`, published through the ``wes_bridge.engines``
-entry-point group; the built-in adapters (``engines/`` in the source tree) register the same way
-a third-party package does. A minimal adapter::
+An engine adapter teaches wes-bridge to run one workflow language with one engine: a subclass
+of :class:`EngineAdapter` published in the ``wes_bridge.engines`` entry-point group of its own
+distribution. The built-in adapters register the same way a third-party one does.
 
-    # my_engine/__init__.py
-    from wes_bridge.plugin import (
-        Availability, DriverContext, DriverOutcome, EngineAdapter, EngineParameters,
-    )
-
-    class Parameters(EngineParameters):
-        threads: int = 1  # per-run `workflow_engine_parameters`; unknown keys are refused
-
-    class MyEngineAdapter(EngineAdapter):
-        engine = "my-engine"
-        workflow_type = "MYWL"
-        workflow_type_versions = ("1.0",)
-        parameters_model = Parameters
-
-        def engine_version(self) -> str:
-            return "1.2.3"
-
-        def drive(self, ctx: DriverContext) -> DriverOutcome:
-            params = ctx.run.engine_parameters  # a validated `Parameters`
-            ...  # run the workflow, report steps through ctx.tasks
-            return DriverOutcome(state="COMPLETE", outputs={...}, exit_code=0)
-
-    # pyproject.toml
-    # [project.entry-points."wes_bridge.engines"]
-    # my-engine = "my_engine:MyEngineAdapter"
-
-What the core does, so adapters do not: the HTTP API, persistence, staging of attachments and
-URLs into ``ctx.run.workflow_dir``, the run state machine, concurrency limits, cancellation
-(the driver's whole process group is signalled: SIGTERM, then SIGKILL), crash recovery, and the
-run's stdout/stderr files (the driver's file descriptors 1 and 2 already point at them).
-
-:meth:`EngineAdapter.drive` runs in a *driver process*: a child forked from a warm process in
-which every adapter's :attr:`EngineAdapter.warm_modules` were imported once at start-up, so a
-run does not pay for importing its engine. The driver is its own process-group leader, works in
-the run directory, and must return a :class:`DriverOutcome` (an exception is recorded as a
-SYSTEM_ERROR of the run).
+``docs/plugins.md`` is the guide: what is public and stable under :data:`API_VERSION` (every
+name in ``__all__`` here, the TES client of :mod:`wes_bridge.tes.client`, the TES models of
+:mod:`wes_bridge.tes.models` and the contract tests of :mod:`wes_bridge.testing`), the life of
+a run, how steps become TES tasks, outputs, errors, packaging, and a worked example that the
+test suite installs and runs.
 """
 
 from __future__ import annotations
@@ -56,11 +24,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import BadRequest
+from .results import Signature, describe_outputs, materialise_links, mirror, publish, snapshot
+from .tes.paths import link_or_copy
+
 if TYPE_CHECKING:
     from .tes.client import AsyncTesClient, TesClient
 
 __all__ = [
     "API_VERSION",
+    "RUN_TAG",
+    "STEP_TAG",
     "Availability",
     "DriverContext",
     "DriverOutcome",
@@ -70,20 +44,35 @@ __all__ = [
     "FinalState",
     "InvalidRunRequest",
     "RunSpec",
+    "Signature",
     "TaskReporter",
     "TesEndpoint",
+    "describe_outputs",
     "flag_value",
     "from_command_line",
+    "link_or_copy",
+    "materialise_links",
+    "mirror",
+    "publish",
+    "snapshot",
 ]
 
 API_VERSION = 1
-"""Version of this plugin API. An adapter declaring another ``api_version`` is not loaded."""
+"""Version of this plugin API. An adapter declaring another ``api_version`` is not loaded.
+
+It changes only when an adapter written for the previous version could break: a public name
+removed or renamed, a signature or meaning changed, a new abstract method. Additions (a new
+optional attribute, a new field of :class:`DriverContext`, a new helper) keep it."""
 
 FinalState = Literal["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]
 
 
-class InvalidRunRequest(ValueError):
-    """Raised by :meth:`EngineAdapter.validate` callers; each message becomes part of a 400."""
+class InvalidRunRequest(BadRequest, ValueError):
+    """A run request this adapter refuses: raise it from :meth:`EngineAdapter.validate` (or
+    return the problems from there) and the client gets a 400 with the message.
+
+    A ``ValueError`` too, so that raised in a validator of :class:`EngineParameters` it is
+    reported like any invalid parameter (a 400 naming the key)."""
 
 
 class EngineSettings(BaseModel):
@@ -181,7 +170,11 @@ class RunSpec:
 
 
 class TaskReporter:
-    """Tells the core about the steps of a run, so ``GET /runs/{id}/tasks`` can list them.
+    """Tells the core about steps of a run that are not TES tasks of their own, so
+    ``GET /runs/{id}/tasks`` lists them too (e.g. Nextflow's processes inside one TES task).
+
+    A task submitted to :attr:`DriverContext.tes` with :meth:`TesEndpoint.task_tags` needs no
+    report: the node follows the run's TES tasks and lists them with their ``tes_uri``.
 
     Events are appended to a JSON-lines file in the run directory that the core reads while the
     run goes on (and again after a restart), so reporting never blocks the engine on the server.
@@ -252,7 +245,9 @@ class TaskReporter:
 
 
 RUN_TAG = "wes_run_id"
+"""The TES tag that names a task's run: the node lists and cancels a run's tasks by it."""
 STEP_TAG = "wes_step"
+"""The TES tag that names a task's step (its name in ``GET /runs/{id}/tasks``)."""
 
 
 @dataclass(frozen=True)
@@ -418,4 +413,9 @@ class EngineAdapter(ABC):
 
     @abstractmethod
     def drive(self, ctx: DriverContext) -> DriverOutcome:
-        """Run the workflow to the end, in the driver process. See the module docstring."""
+        """Run the workflow to the end, in the driver process, and say how it ended.
+
+        The driver is a process of its own (its own process group, working in
+        :attr:`DriverContext.run_dir`, stdout and stderr going to the run's logs); cancelling
+        the run signals the whole group (SIGTERM, then SIGKILL) and cancels the run's TES
+        tasks. An exception is recorded as the run's SYSTEM_ERROR. See ``docs/plugins.md``."""

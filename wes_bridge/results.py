@@ -1,5 +1,8 @@
 """Files of a run's working directory and the run's outputs, for engine adapters.
 
+Public through :mod:`wes_bridge.plugin`, which re-exports every name of ``__all__`` (and
+:func:`~wes_bridge.tes.paths.link_or_copy`): adapters import them from there.
+
 An engine that works in a directory (Snakemake, Nextflow) gets a *mirror* of the run's
 attachments to work in (real directories, files hard-linked, so nothing is copied), and the
 files the run created there, or published into the outputs directory, become the run's

@@ -1,0 +1,2 @@
+# One step: the greeting into hello.txt.
+printf '%s\n' "$MESSAGE" > hello.txt

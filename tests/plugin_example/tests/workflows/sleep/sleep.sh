@@ -1,0 +1,2 @@
+# One long step (NAP seconds), to be cancelled.
+sleep "$NAP"
