@@ -419,3 +419,10 @@ class EngineAdapter(ABC):
     @abstractmethod
     def drive(self, ctx: DriverContext) -> DriverOutcome:
         """Run the workflow to the end, in the driver process. See the module docstring."""
+
+
+# Output helpers of the public API (temporary home until the plugin kit lands).
+from .results import describe_outputs  # noqa: E402
+from .tes.paths import link_or_copy  # noqa: E402
+
+__all__ += ["describe_outputs", "link_or_copy"]
