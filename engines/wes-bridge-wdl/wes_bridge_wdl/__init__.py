@@ -56,6 +56,11 @@ TES_TASK_FILE = "tes-task.json"
 of its latest attempt."""
 _VERSION_LINE = re.compile(r"^\s*version\s+(\S+)\s*$")
 _STDERR_TAIL = 2000
+_NODE_ERRORS = frozenset({"Interrupted", "Terminated"})
+"""miniwdl errors that are not the workflow's doing (a task the TES lost, a signal)."""
+_WORKFLOW_ERRORS = frozenset(
+    {"ValidationError", "SyntaxError", "InputError", "ImportError", "EvalError", "OutputError"}
+)
 
 
 class MiniwdlSettings(EngineSettings):
@@ -268,11 +273,14 @@ class MiniwdlAdapter(EngineAdapter):
             logs.append(line)
             code = int(exit_status) if isinstance(exit_status, int) and exit_status else 1
             return DriverOutcome("EXECUTOR_ERROR", exit_code=code, cmd=cmd, system_logs=logs)
-        if error in ("RunFailed", "CommandFailed"):
+        kind = str(cause.get("error") or error)
+        if kind in _NODE_ERRORS or (kind == "TesError" and not message.startswith("HTTP 4")):
+            # The TES lost the task, or miniwdl was stopped by someone other than the node.
+            return DriverOutcome("SYSTEM_ERROR", exit_code=rc, cmd=cmd, system_logs=logs)
+        if error == "RunFailed" or kind in _WORKFLOW_ERRORS or kind == "TesError":
+            # The document, its inputs or a task's outputs are wrong (or the TES refused a task
+            # for what it names): the workflow's failure, not the node's.
             return DriverOutcome("EXECUTOR_ERROR", exit_code=rc or 1, cmd=cmd, system_logs=logs)
-        # The document or its inputs were refused: the user's mistake, not the node's.
-        if error in ("ValidationError", "SyntaxError", "InputError", "ImportError"):
-            return DriverOutcome("EXECUTOR_ERROR", exit_code=rc or 2, cmd=cmd, system_logs=logs)
         return DriverOutcome("SYSTEM_ERROR", exit_code=rc, cmd=cmd, system_logs=logs)
 
 
