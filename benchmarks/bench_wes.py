@@ -574,7 +574,10 @@ async def bench(args: argparse.Namespace) -> int:
                     print(str(e), file=sys.stderr)
                     continue
                 clients[kind] = WesClient(
-                    t.server.base_url, timeout=args.http_timeout, keepalive=args.keepalive
+                    t.server.base_url,
+                    timeout=args.http_timeout,
+                    keepalive=args.keepalive,
+                    headers=t.server.headers,
                 )
             if cwltool and "latency" in args.phases:
                 d = Target(DIRECT, version=command_version([cwltool, "--version"]), engine=cwltool)

@@ -6,6 +6,9 @@ own temporary directory, and stopped again (SIGTERM, then SIGKILL of the whole
 process tree):
 
 * ``wes-bridge``  -- ``wes-bridge serve --host 127.0.0.1 --port P --data-dir D``
+* ``wes-bridge-oidc`` -- the same with ``auth.mode: oidc`` (a JWKS file of a key made at
+  start; every request carries a bearer token signed with it, so each one is verified, and
+  each submission and change is written to the audit log)
 * ``toil``        -- ``toil server --bypass_celery ... --opt=--no-container``
 * ``wes-service`` -- ``wes-server --backend=wes_service.cwl_runner
   --opt runner=cwltool --opt extra=--no-container``
@@ -52,11 +55,12 @@ LOOPBACK = "127.0.0.1"
 TERMINAL_STATES = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
 ACTIVE_STATES = frozenset({"UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING"})
 
-SERVER_KINDS = ("wes-bridge", "toil", "wes-service")
+SERVER_KINDS = ("wes-bridge", "wes-bridge-oidc", "toil", "wes-service")
 
 # Environment variables naming the executables, and their PATH defaults.
 BIN_ENV = {
     "wes-bridge": ("WES_BRIDGE_BIN", "wes-bridge"),
+    "wes-bridge-oidc": ("WES_BRIDGE_BIN", "wes-bridge"),
     "toil": ("TOIL_BIN", "toil"),
     "wes-service": ("WES_SERVER_BIN", "wes-server"),
     "cwltool": ("CWLTOOL_BIN", "cwltool"),
@@ -129,9 +133,9 @@ class RawSubmitter:
     generator competes with the server it measures).  HTTP/1.1 with ``Connection: close``.
     """
 
-    def __init__(self, url: str, wf: Workflow) -> None:
+    def __init__(self, url: str, wf: Workflow, headers: dict[str, str] | None = None) -> None:
         data, files = wf.form()
-        request = httpx.Request("POST", url, data=data, files=files)
+        request = httpx.Request("POST", url, data=data, files=files, headers=headers)
         body = request.read()
         parsed = httpx.URL(url)
         self.host = parsed.host
@@ -197,7 +201,12 @@ class WesClient:
     """Minimal asynchronous GA4GH WES 1.x client (httpx)."""
 
     def __init__(
-        self, base_url: str, timeout: float = 30.0, keepalive: bool = False, get_retries: int = 2
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        keepalive: bool = False,
+        get_retries: int = 2,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """``keepalive=False`` (default) opens a new connection per request.
 
@@ -212,8 +221,10 @@ class WesClient:
         self.base_url = base_url.rstrip("/")
         self.get_retries = get_retries
         self.transport_errors = 0
+        self.headers = dict(headers or {})
         self._client = httpx.AsyncClient(
             timeout=timeout,
+            headers=self.headers,
             trust_env=False,  # never route loopback traffic through a proxy
             limits=httpx.Limits(
                 max_connections=64, max_keepalive_connections=32 if keepalive else 0
@@ -257,7 +268,7 @@ class WesClient:
 
     def raw_submitter(self, wf: Workflow) -> RawSubmitter:
         """A submitter that sends the same request bytes without httpx's per-request work."""
-        return RawSubmitter(self.base_url + "/runs", wf)
+        return RawSubmitter(self.base_url + "/runs", wf, self.headers)
 
     async def status(self, run_id: str) -> str:
         body = await self._json("GET", f"/runs/{run_id}/status")
@@ -441,6 +452,11 @@ class WesServer:
     def extra_env(self) -> dict[str, str]:
         return {}
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers every request to this server carries (credentials)."""
+        return {}
+
     def version(self) -> str:
         return command_version([self.exe, "--version"])
 
@@ -477,7 +493,7 @@ class WesServer:
             start_new_session=True,  # own process group, killed as a whole
         )
         try:
-            async with WesClient(self.base_url) as c:
+            async with WesClient(self.base_url, headers=self.headers) as c:
                 await c.wait_ready(self.ready_timeout_s, self.proc)
         except WesError as e:
             self.stop()
@@ -560,6 +576,47 @@ class WesBridgeServer(WesServer):
         return {"WES_BRIDGE_MAX_CONCURRENT_RUNS": str(self.max_concurrent_runs)}
 
 
+class WesBridgeOidcServer(WesBridgeServer):
+    """wes-bridge with ``auth.mode: oidc``: the JWKS is a file holding a key made here, and
+    the token (RS256, one hour) is signed with it, as an identity provider would."""
+
+    kind = "wes-bridge-oidc"
+    issuer = "https://login.bench.invalid/"
+    audience = "wes-bridge"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+        self.jwks = {"keys": [{**jwk, "kid": "bench", "use": "sig", "alg": "RS256"}]}
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": self.audience, "sub": "bench", "iat": now}
+        self.token = jwt.encode(
+            {**claims, "exp": now + 3600}, key, algorithm="RS256", headers={"kid": "bench"}
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def extra_env(self) -> dict[str, str]:
+        jwks_file = self.workdir / "jwks.json"
+        jwks_file.parent.mkdir(parents=True, exist_ok=True)
+        jwks_file.write_text(json.dumps(self.jwks))
+        auth = {
+            "mode": "oidc",
+            "oidc": {
+                "issuer": self.issuer,
+                "audience": self.audience,
+                "jwks_file": str(jwks_file),
+            },
+        }
+        return {**super().extra_env(), "WES_BRIDGE_AUTH": json.dumps(auth)}
+
+
 class ToilServer(WesServer):
     """Toil's WES server, running workflows in-process (no Celery/RabbitMQ).
 
@@ -637,6 +694,8 @@ def make_server(
 ) -> WesServer:
     if kind == "wes-bridge":
         return WesBridgeServer(exe, workdir, max_concurrent_runs=bridge_concurrency)
+    if kind == "wes-bridge-oidc":
+        return WesBridgeOidcServer(exe, workdir, max_concurrent_runs=bridge_concurrency)
     if kind == "toil":
         return ToilServer(exe, workdir, workers=toil_workers)
     if kind == "wes-service":
@@ -694,6 +753,7 @@ def add_bin_flags(p: argparse.ArgumentParser) -> None:
 def bin_overrides(args: argparse.Namespace) -> dict[str, str | None]:
     return {
         "wes-bridge": args.wes_bridge,
+        "wes-bridge-oidc": args.wes_bridge,
         "toil": args.toil,
         "wes-service": args.wes_server,
         "cwltool": args.cwltool,
@@ -730,7 +790,7 @@ async def smoke(args: argparse.Namespace) -> int:
             try:
                 async with running_server(server):
                     started = time.perf_counter() - t0
-                    async with WesClient(server.base_url) as c:
+                    async with WesClient(server.base_url, headers=server.headers) as c:
                         info = await c.service_info()
                         res = await c.run(Workflow.echo(), poll_s=0.05, timeout_s=args.timeout)
                         log = await c.run_log(res.run_id)
