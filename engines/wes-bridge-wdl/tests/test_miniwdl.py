@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import wes_bridge_wdl
+
 from wes_bridge.testing import ContractWorkflow, LiveNode
 
 pytestmark = pytest.mark.integration
@@ -121,19 +122,36 @@ def test_outputs_of_every_shape(node: LiveNode) -> None:
         assert full["tags"]["wes_run_id"] == run_id
         assert full["executors"][0]["image"] == "debian:12-slim"
         assert any("not used" in line for line in full["logs"][0]["system_logs"])
-    # --verbose: miniwdl's own verbose log, each task's stderr included.
-    assert "DEBUG" in node.text(log["run_log"]["stderr"]) or "VERBOSE" in node.text(
-        log["run_log"]["stderr"]
-    )
+    # --verbose: miniwdl's verbose log (INFO lines, each task's inputs) in the run's stderr.
+    assert ' INFO input :: name: "name"' in node.text(log["run_log"]["stderr"])
 
 
-def test_an_input_the_tes_may_not_read_fails_the_run_not_the_node(node: LiveNode) -> None:
-    outside = ContractWorkflow(
-        WORKFLOWS / "nested",
-        "nested.wdl",
-        files=("nested.wdl",),
-        params={"nested.given": "/etc/hostname"},
-    )
+CAT_WDL = """version 1.0
+task show {
+  input {
+    File data
+  }
+  command <<<
+    cat '~{data}'
+  >>>
+  output {
+    String text = read_string(stdout())
+  }
+}
+workflow cat {
+  input {
+    File data
+  }
+  call show { input: data = data }
+}
+"""
+
+
+def test_an_input_the_tes_may_not_read_fails_the_run_not_the_node(
+    node: LiveNode, tmp_path: Path
+) -> None:
+    (tmp_path / "cat.wdl").write_text(CAT_WDL, encoding="utf-8")
+    outside = ContractWorkflow(tmp_path, "cat.wdl", params={"cat.data": "/etc/hostname"})
     response = node.submit(outside, "WDL", "1.0", engine="miniwdl")
     assert response.status_code == 200, response.text
     run_id = response.json()["run_id"]
@@ -151,7 +169,9 @@ def test_disabling_the_plugin_by_name_leaves_the_rest(tmp_path: Path) -> None:
         assert "WDL" not in info["workflow_type_versions"]
         assert "miniwdl" not in info["workflow_engine_versions"]
         assert {"CWL", "SMK"} <= set(info["workflow_type_versions"])
-        assert "miniwdl" not in live.engines_listing()
+        listing = live.engines_listing()
+        assert "miniwdl: disabled by configuration" in listing
+        assert not any(line.startswith("miniwdl ") for line in listing.splitlines())
         refused = live.submit(HELLO, "WDL", "1.0")
         assert refused.status_code == 400
         assert "WDL" in refused.json()["msg"]
