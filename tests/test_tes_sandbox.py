@@ -22,6 +22,8 @@ from wes_bridge_nextflow import find_nextflow, installation
 
 from wes_bridge.app import create_app
 from wes_bridge.config import load_settings
+from wes_bridge.registry import EngineRegistry
+from wes_bridge.supervisor_process import engine_sandbox_paths
 from wes_bridge.tes.backends import BackendUnavailable, sandbox_system_paths
 
 from .conftest import WES, SpecCheckedClient, free_port, nextflow_command
@@ -242,15 +244,21 @@ def test_cancel_kills_the_sandboxed_processes(tes: TesClient) -> None:
 def test_the_engines_tools_are_shown_and_no_more_of_the_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The loaded engines say what their tasks read (Nextflow: Java and its installation);
+    the sandbox shows that, and nothing else of the node user's home."""
     jdk = tmp_path / "jdk"
     jdk.mkdir()
     monkeypatch.setenv("JAVA_HOME", str(jdk))
-    shown = sandbox_system_paths()
-    assert jdk in shown
+    registry = EngineRegistry.from_entry_points()
+    extra = engine_sandbox_paths(registry)
+    assert jdk in extra
     home = installation(find_nextflow())
     if home is not None:  # scripts/install-nextflow's, under the home by default
-        assert home in shown
+        assert home in extra
+    shown = sandbox_system_paths(extra)
+    assert jdk in shown
     assert Path.home() not in shown
+    assert jdk not in sandbox_system_paths()  # not a path of the sandbox by itself
 
 
 def test_the_node_refuses_to_start_without_bwrap(tmp_path: Path) -> None:

@@ -407,6 +407,14 @@ class EngineAdapter(ABC):
         """Whether the engine can run here. Called by ``wes-bridge engines`` and service-info."""
         return Availability(True)
 
+    def sandbox_read_only(self) -> tuple[Path, ...]:
+        """Host paths this engine's TES tasks must be able to read where the embedded TES runs
+        them in its sandbox (``tes.backend: host-sandbox``): an installation of the engine or
+        its runtime outside the system directories, ``PATH`` and the node's Python (e.g. a
+        Java and a launcher in the node user's home). Shown read-only to every sandboxed task;
+        default none. Asked once when the node starts."""
+        return ()
+
     def validate(self, run: RunSpec) -> list[str]:
         """Cheap checks in the server before the run is queued; each string becomes a 400."""
         return []

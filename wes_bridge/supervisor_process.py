@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from .config import Settings
@@ -58,7 +59,13 @@ def _supervisor_main(
     launcher = DriverLauncher(warm)
     launcher.warm_up()
     scheduler = (
-        TesScheduler(settings, TesStore(store), launcher, wake=tes_wake)
+        TesScheduler(
+            settings,
+            TesStore(store),
+            launcher,
+            wake=tes_wake,
+            sandbox_read_only=engine_sandbox_paths(registry),
+        )
         if tes_wake is not None
         else None
     )
@@ -87,6 +94,20 @@ def _supervisor_main(
         if scheduler is not None:
             scheduler.stop()
         store.close()
+
+
+def engine_sandbox_paths(registry: EngineRegistry) -> tuple[Path, ...]:
+    """What the loaded engines' tasks read outside the sandbox's system paths (see
+    :meth:`wes_bridge.plugin.EngineAdapter.sandbox_read_only`)."""
+    paths: list[Path] = []
+    for engine in registry.engines.values():
+        try:
+            found = engine.adapter.sandbox_read_only()
+        except Exception:
+            log.exception("engine %s: sandbox_read_only failed; nothing shown for it", engine.name)
+            continue
+        paths += [Path(p) for p in found if Path(p) not in paths]
+    return tuple(paths)
 
 
 class PipeWake:

@@ -327,6 +327,18 @@ class NextflowAdapter(EngineAdapter):
             return Availability(False, "Java is not on PATH (Nextflow needs Java 17 or later)")
         return Availability(True)
 
+    def sandbox_read_only(self) -> tuple[Path, ...]:
+        """Java and the Nextflow that scripts/install-nextflow made (that directory only,
+        never the home it lies in), for the one-task mode in the host sandbox."""
+        paths: list[Path] = []
+        java = self.settings.java_home or os.environ.get("JAVA_HOME")
+        if java:
+            paths.append(Path(java))
+        home = installation(self._command())
+        if home is not None:
+            paths.append(home)
+        return tuple(paths)
+
     def execution_description(self) -> str:
         if plugin_id(self.settings.plugins_dir, TES_PLUGIN):
             return "every Nextflow process task is a task on the node's TES (nf-ga4gh)"

@@ -305,22 +305,6 @@ def _under(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
-def _engine_tools() -> list[str]:
-    """Tools the engines run as a task that may lie outside the system directories and PATH:
-    the node's ``JAVA_HOME``, and the Nextflow that ``scripts/install-nextflow`` made (its
-    launcher and jars only; by default it is under the node user's home, of which nothing else
-    is shown). Nextflow's own home is the run's (see :mod:`wes_bridge_nextflow`)."""
-    found = [os.environ["JAVA_HOME"]] if os.environ.get("JAVA_HOME") else []
-    try:
-        from wes_bridge_nextflow import find_nextflow, installation
-    except ImportError:
-        return found
-    home = installation(find_nextflow())
-    if home is not None:
-        found.append(str(home))
-    return found
-
-
 def sandbox_system_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
     """Host paths a sandboxed executor sees read-only (before the data dir is taken out)."""
     found: list[str] = [p for p in _SANDBOX_SYSTEM if os.path.lexists(p)]
@@ -336,7 +320,6 @@ def sandbox_system_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
             continue
         if spec is not None and spec.origin:
             found.append(str(Path(spec.origin).parent.parent))
-    found += _engine_tools()
     found += [str(p) for p in extra]
     result: list[Path] = []
     for text in found:

@@ -143,8 +143,12 @@ class TesScheduler:
         tes: TesStore,
         launcher: DriverLauncher,
         wake: Any = None,
+        sandbox_read_only: tuple[Path, ...] = (),
     ) -> None:
         self.settings = settings
+        self.sandbox_read_only = sandbox_read_only
+        """Paths the loaded engines' tasks read (their ``sandbox_read_only``), shown read-only
+        in the sandbox besides ``tes.sandbox_read_only``."""
         self.tes = tes
         self.launcher = launcher
         self.capacity = capacity_of(settings)
@@ -323,7 +327,7 @@ class TesScheduler:
             hidden=tuple([*tes.input_roots, *tes.output_roots]),
             run_dir=run_dir,
             network=tes.sandbox_network,
-            read_only=tuple(tes.sandbox_read_only),
+            read_only=(*tes.sandbox_read_only, *self.sandbox_read_only),
         )
 
     def _launch(self, row: TaskRow) -> bool:
