@@ -79,7 +79,7 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 def test_broken_plugins_are_reported_by_name_and_skipped(plugin_path: Path) -> None:
     registry = EngineRegistry.from_entry_points({"needs-settings": {"threads": "many"}})
-    assert set(registry.engines) == {"cwltool", "nextflow", "snakemake", "toil", "toy"}
+    assert set(registry.engines) == {"cwltool", "nextflow", "snakemake", "toil", "toil-wdl", "toy"}
     assert registry.engines["toy"].distribution == "toy-plugins"
     reasons = {f.name: f.reason for f in registry.failures}
     assert "declares plugin api_version 99; this wes-bridge provides 1" in reasons["wrong-api"]
@@ -98,7 +98,7 @@ def test_node_starts_without_broken_plugins(plugin_path: Path, tmp_path: Path) -
     )
     with SpecCheckedClient(create_app(settings)) as client:
         info = client.get(f"{WES}/service-info").json()
-        assert set(info["workflow_type_versions"]) == {"CWL", "NFL", "SMK"}
+        assert set(info["workflow_type_versions"]) == {"CWL", "NFL", "SMK", "WDL"}
         assert "boom at import" in info["tags"]["engine.exploding.load_error"]
         run_id = client.submit("cwl/hello/hello.cwl").json()["run_id"]
         assert client.wait(run_id) == "COMPLETE"
