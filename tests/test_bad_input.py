@@ -34,7 +34,7 @@ def _error(response, status: int, *fragments: str) -> None:  # type: ignore[no-u
 @pytest.mark.parametrize(
     ("fields", "status", "fragments"),
     [
-        ({"workflow_type": "WDL"}, 400, ["'WDL' is not supported", "CWL (v1.0, v1.1, v1.2)"]),
+        ({"workflow_type": "GALAXY"}, 400, ["'GALAXY' is not supported", "CWL (v1.0, v1.1, v1.2)"]),
         ({"workflow_type_version": "v9.9"}, 400, ["'v9.9'", "v1.0, v1.1, v1.2"]),
         ({"workflow_type": ""}, 400, ["workflow_type is required"]),
         ({"workflow_params": "{not json"}, 400, ["workflow_params is not valid JSON"]),

@@ -83,7 +83,11 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 def test_broken_plugins_are_reported_by_name_and_skipped(plugin_path: Path) -> None:
     registry = EngineRegistry.from_entry_points({"needs-settings": {"threads": "many"}})
-    assert set(registry.engines) == {"cwltool", "nextflow", "snakemake", "toil", "toy"}
+    # The built-in adapters and the toy one (other installed plugins, e.g. wes-bridge-wdl, aside)
+    ours = {
+        n for n, e in registry.engines.items() if e.distribution in ("wes-bridge", "toy-plugins")
+    }
+    assert ours == {"cwltool", "nextflow", "snakemake", "toil", "toil-wdl", "toy"}
     assert registry.engines["toy"].distribution == "toy-plugins"
     reasons = {f.name: f.reason for f in registry.failures}
     assert "declares plugin api_version 99; this wes-bridge provides 1" in reasons["wrong-api"]
@@ -102,7 +106,7 @@ def test_node_starts_without_broken_plugins(plugin_path: Path, tmp_path: Path) -
     )
     with SpecCheckedClient(create_app(settings)) as client:
         info = client.get(f"{WES}/service-info").json()
-        assert set(info["workflow_type_versions"]) == {"CWL", "NFL", "SMK"}
+        assert set(info["workflow_type_versions"]) == {"CWL", "NFL", "SMK", "WDL"}
         assert "boom at import" in info["tags"]["engine.exploding.load_error"]
         run_id = client.submit("cwl/hello/hello.cwl").json()["run_id"]
         assert client.wait(run_id) == "COMPLETE"
@@ -291,3 +295,122 @@ def test_plugin_guide_shows_the_tested_example() -> None:
         assert f"```{fences[path.suffix]}\n{path.read_text(encoding='utf-8')}```" in doc, name
     params = (EXAMPLE / "tests/workflows/hello/params.json").read_text(encoding="utf-8").strip()
     assert f"`params.json`: `{params}`" in doc
+
+
+# -- one engine, several workflow types ---------------------------------------------------------
+SHARED_MODULE = textwrap.dedent(
+    """
+    from wes_bridge.plugin import DriverOutcome, EngineAdapter
+
+    class DuoA(EngineAdapter):
+        engine = "duo"
+        workflow_type = "DUOA"
+        workflow_type_versions = ("1.0",)
+        def engine_version(self): return "2.0"
+        def drive(self, ctx): return DriverOutcome("COMPLETE", outputs={"type": "DUOA"})
+
+    class DuoB(DuoA):
+        workflow_type = "DUOB"
+        def drive(self, ctx): return DriverOutcome("COMPLETE", outputs={"type": "DUOB"})
+    """
+)
+SHARED_ENTRY_POINTS = textwrap.dedent(
+    """
+    [wes_bridge.engines]
+    duo = duo_plugin:DuoA
+    duo-again = duo_plugin:DuoA
+    duo-b = duo_plugin:DuoB
+    duob = duo_plugin:DuoB
+    """
+)
+
+
+@pytest.fixture
+def shared_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A distribution with one engine ("duo") for two workflow types, and two bad entries."""
+    site = tmp_path / "shared-site"
+    site.mkdir()
+    (site / "duo_plugin.py").write_text(SHARED_MODULE)
+    dist = site / "duo_plugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: duo-plugins\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(SHARED_ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("duo_plugin", None)
+
+
+def test_one_engine_offers_several_workflow_types(shared_engine: Path) -> None:
+    registry = EngineRegistry.from_entry_points()
+    duo = {name: e for name, e in registry.engines.items() if e.engine == "duo"}
+    assert sorted(duo) == ["duo", "duo-b"]
+    assert (duo["duo"].adapter.workflow_type, duo["duo-b"].adapter.workflow_type) == (
+        "DUOA",
+        "DUOB",
+    )
+    reasons = {f.name: f.reason for f in registry.failures}
+    # The later adapter of an engine for a type it already runs is refused, named.
+    assert "engine 'duo' already runs DUOA here (adapter 'duo')" in reasons["duo-again"]
+    # An id must be the engine name, or the engine name and a dash.
+    assert "must be 'duo' or start with 'duo-'" in reasons["duob"]
+    # workflow_engine names the engine; the adapter follows from the workflow type.
+    assert registry.resolve("DUOA", "1.0", "duo").name == "duo"
+    assert registry.resolve("DUOB", "1.0", "duo").name == "duo-b"
+    assert registry.resolve("duob", "v1.0").name == "duo-b"
+    # The adapter's id is accepted too, for its own type only.
+    assert registry.resolve("DUOB", "1.0", "duo-b").name == "duo-b"
+    with pytest.raises(BadRequest, match=r"workflow_engine 'duo-b' cannot run DUOA 1.0 here; "):
+        registry.resolve("DUOA", "1.0", "duo-b")
+    with pytest.raises(BadRequest, match=r"'3.0' of duo is not available here; available: 2.0"):
+        registry.resolve("DUOB", "1.0", "duo", "3.0")
+    # Versions are by engine name: one entry for both adapters.
+    versions = registry.engine_versions()
+    assert versions["duo"] == ["2.0"]
+    assert "duo-b" not in versions
+
+
+def test_default_engine_by_engine_name_or_id(
+    shared_engine: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for default in ("duo", "duo-b"):
+        caplog.clear()
+        registry = EngineRegistry.from_entry_points(default_engines={"DUOB": default})
+        assert registry.resolve("DUOB", "1.0").name == "duo-b"
+        assert "is not a loaded engine of that type" not in caplog.text
+    EngineRegistry.from_entry_points(default_engines={"DUOA": "duo-b"})
+    assert "default engine 'duo-b' for workflow type duoa is not a loaded engine" in caplog.text
+
+
+def test_settings_and_disabling_go_by_adapter_id(shared_engine: Path) -> None:
+    registry = EngineRegistry.from_entry_points(disabled=["duo-b"])
+    assert "duo" in registry.engines
+    assert "duo-b" not in registry.engines
+    with pytest.raises(BadRequest, match="workflow_type 'DUOB' is not supported here"):
+        registry.resolve("DUOB", "1.0", "duo")
+    registry = EngineRegistry.from_entry_points({"duo-b": {"bogus": 1}})
+    assert "duo" in registry.engines
+    assert "invalid settings: bogus:" in {f.name: f.reason for f in registry.failures}["duo-b"]
+
+
+def test_node_runs_each_type_with_the_engine_name(shared_engine: Path, tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", port=free_port())
+    with SpecCheckedClient(create_app(settings)) as client:
+        info = client.get(f"{WES}/service-info").json()
+        assert info["workflow_engine_versions"]["duo"] == {"workflow_engine_version": ["2.0"]}
+        assert "duo-b" not in info["workflow_engine_versions"]
+        assert {"DUOA", "DUOB"} <= set(info["workflow_type_versions"])
+        assert info["tags"]["engine.duo-b.usable"] == "yes"
+        for workflow_type in ("DUOA", "DUOB"):
+            response = client.submit(
+                "cwl/hello/hello.cwl",
+                workflow_type=workflow_type,
+                workflow_type_version="1.0",
+                workflow_engine="duo",
+            )
+            assert response.status_code == 200, response.text
+            run_id = response.json()["run_id"]
+            assert client.wait(run_id) == "COMPLETE"
+            log = client.get(f"{WES}/runs/{run_id}").json()
+            # The request keeps the engine name the client sent; the adapter of the type ran.
+            assert log["request"]["workflow_engine"] == "duo"
+            assert log["outputs"] == {"type": workflow_type}

@@ -135,12 +135,12 @@ def test_every_test_workflow_is_a_tool(trs: LiveTrsClient) -> None:
     workflow_folders = sorted(
         {
             p.parent.relative_to(WORKFLOWS).as_posix()
-            for pattern in ("*/*/*.cwl", "*/*/Snakefile", "*/*/main.nf")
+            for pattern in ("*/*/*.cwl", "*/*/Snakefile", "*/*/main.nf", "*/*/*.wdl")
             for p in WORKFLOWS.glob(pattern)
         }
     )
     assert workflow_folders == FOLDERS
-    assert len(FOLDERS) == 15
+    assert len(FOLDERS) == 19
     response = trs.get(f"{TRS}/tools")
     assert ids(response) == ALL_IDS
     hello = next(t for t in response.json() if t["id"] == HELLO)
@@ -162,10 +162,16 @@ def test_every_test_workflow_is_a_tool(trs: LiveTrsClient) -> None:
     assert smk["versions"][0]["descriptor_type_version"] == {"SMK": ["9"]}
     nfl = trs.get(f"{TRS}/tools/{enc('#workflow/wes-bridge/nextflow/hello')}").json()
     assert nfl["versions"][0]["descriptor_type_version"] == {"NFL": ["DSL2"]}
+    wdl = trs.get(f"{TRS}/tools/{enc('#workflow/wes-bridge/wdl/hello')}").json()
+    assert wdl["versions"][0]["descriptor_type_version"] == {"WDL": ["1.0"]}
 
 
 def test_images_named_in_descriptors(trs: LiveTrsClient) -> None:
-    for tool_id in (VARIANT, "#workflow/wes-bridge/snakemake/variant-calling"):
+    for tool_id in (
+        VARIANT,
+        "#workflow/wes-bridge/snakemake/variant-calling",
+        "#workflow/wes-bridge/wdl/variant-calling",
+    ):
         version = trs.get(version_path(tool_id)).json()
         assert {i["image_name"] for i in version["images"]} == {
             "quay.io/biocontainers/bcftools:1.16--hfe4b78e_1",
@@ -177,8 +183,9 @@ def test_images_named_in_descriptors(trs: LiveTrsClient) -> None:
         }
 
 
-VARIANTS = [f"#workflow/wes-bridge/{k}/variant-calling" for k in ("cwl", "nextflow", "snakemake")]
-HELLOS = [f"#workflow/wes-bridge/{k}/hello" for k in ("cwl", "nextflow", "snakemake")]
+LANGUAGES = ("cwl", "nextflow", "snakemake", "wdl")
+VARIANTS = [f"#workflow/wes-bridge/{k}/variant-calling" for k in LANGUAGES]
+HELLOS = [f"#workflow/wes-bridge/{k}/hello" for k in LANGUAGES]
 
 
 @pytest.mark.parametrize(
@@ -199,7 +206,13 @@ HELLOS = [f"#workflow/wes-bridge/{k}/hello" for k in ("cwl", "nextflow", "snakem
                 for n in ("fail", "fanout", "hello", "variant-calling")
             ],
         ),
-        ({"descriptorType": "WDL"}, []),
+        (
+            {"descriptorType": "WDL"},
+            [
+                f"#workflow/wes-bridge/wdl/{n}"
+                for n in ("fail", "fanout", "hello", "variant-calling")
+            ],
+        ),
         ({"registry": "quay.io"}, VARIANTS),
         ({"registry": "docker.io"}, []),
         ({"organization": "wes-bridge"}, ALL_IDS),
@@ -279,10 +292,10 @@ def test_paging_follows_next_page_to_the_end(trs: LiveTrsClient) -> None:
         else:
             assert 'rel="next"' not in links
     assert seen == ALL_IDS
-    assert pages == 4  # 15 tools, 4 a page
-    assert parse_qs(urlsplit(last_page or "").query)["offset"] == ["12"]
+    assert pages == 5  # 19 tools, 4 a page
+    assert parse_qs(urlsplit(last_page or "").query)["offset"] == ["16"]
     last = trs.get(last_page or "")
-    assert ids(last) == ALL_IDS[12:]
+    assert ids(last) == ALL_IDS[16:]
 
 
 def test_offset_past_the_end_is_an_empty_page(trs: LiveTrsClient) -> None:

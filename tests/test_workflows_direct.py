@@ -2,6 +2,10 @@
 expected.json: cwltool --no-container --parallel for CWL, snakemake --cores 2 for Snakemake,
 nextflow run (local executor) for Nextflow.
 
+WDL is the exception: Toil's WDL runner runs task commands only in containers, except in a
+node's Toil workers on a host-execution TES, so the WDL folders run through a node
+(tests/test_toil_wdl.py). Their expected outputs are checked here against the other languages'.
+
 Each workflow folder is copied first, so a run sees only what a WES client would attach.
 """
 
@@ -22,6 +26,7 @@ import pytest
 from .conftest import WORKFLOWS, nextflow_command
 
 CASES = sorted(p.parent.relative_to(WORKFLOWS).as_posix() for p in WORKFLOWS.rglob("expected.json"))
+DIRECT_CASES = [case for case in CASES if not case.startswith("wdl/")]
 TOOLS = ("bwa", "samtools", "bcftools")
 
 
@@ -158,7 +163,7 @@ def _run_nextflow(wf: Path, expected: dict[str, Any], tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", DIRECT_CASES)
 def test_workflow_runs_directly_with_expected_outputs(case: str, tmp_path: Path) -> None:
     expected = _expected(case)
     if "known_snps" in expected:
@@ -177,7 +182,7 @@ def test_workflow_runs_directly_with_expected_outputs(case: str, tmp_path: Path)
 
 
 def test_every_workflow_folder_has_expected_json() -> None:
-    for engine in ("cwl", "snakemake", "nextflow"):
+    for engine in ("cwl", "snakemake", "nextflow", "wdl"):
         for name in ("hello", "fanout", "fail-step" if engine == "cwl" else "fail"):
             assert f"{engine}/{name}" in CASES
         assert f"{engine}/variant-calling" in CASES
@@ -206,13 +211,51 @@ def test_cwl_snakemake_and_nextflow_versions_give_the_same_bytes() -> None:
         assert bam == outputs["aligned.bam"]["records_sha1"]
 
 
+def test_wdl_versions_give_the_same_bytes_as_the_others() -> None:
+    """The WDL outputs (``<workflow>.<output>``, a File object or a list of them) have the
+    names and bytes of the other languages' files."""
+
+    def same(wdl: dict[str, Any], case: str, output: str) -> None:
+        other = _expected(case)["outputs"][output]
+        assert (wdl["checksum"], wdl["size"]) == (other["checksum"], other["size"]), case
+        assert wdl["basename"] == output.rsplit("/", 1)[-1]
+
+    hello = _expected("wdl/hello")["outputs"]
+    assert set(hello) == {"hello.greeting"}
+    same(hello["hello.greeting"], "nextflow/hello", "hello.txt")
+    assert (
+        hello["hello.greeting"]["checksum"]
+        == _expected("cwl/hello")["outputs"]["greeting"]["checksum"]
+    )
+    fanout = _expected("wdl/fanout")["outputs"]
+    assert set(fanout) == {"fanout.combined", "fanout.parts"}
+    same(fanout["fanout.combined"], "nextflow/fanout", "fanout.txt")
+    parts = fanout["fanout.parts"]
+    assert len(parts) == _expected("wdl/fanout")["parallel_steps"] == 20
+    for i, part in enumerate(parts, start=1):
+        same(part, "nextflow/fanout", f"parts/part-{i}.txt")
+    calls = _expected("wdl/variant-calling")["outputs"]
+    assert set(calls) == {"variant_calling.vcf", "variant_calling.bam", "variant_calling.bai"}
+    for language in ("snakemake", "nextflow"):
+        same(calls["variant_calling.vcf"], f"{language}/variant-calling", "calls.vcf")
+        records = _expected(f"{language}/variant-calling")["outputs"]["aligned.bam"]
+        assert calls["variant_calling.bam"]["records_sha1"] == records["records_sha1"]
+    assert calls["variant_calling.bam"]["basename"] == "aligned.bam"
+    assert calls["variant_calling.bai"]["basename"] == "aligned.bam.bai"
+    # A failed WDL workflow has no outputs (the engines report none); its step is described.
+    fail = _expected("wdl/fail")
+    assert fail["outputs"] == {}
+    assert fail["failed_step"] == _expected("snakemake/fail")["failed_step"]
+
+
 def test_synthetic_data_matches_its_generator() -> None:
     generator = WORKFLOWS / "data" / "make_synthetic.py"
     proc = subprocess.run(
         [sys.executable, str(generator), "--check"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    for case in ("cwl/variant-calling", "snakemake/variant-calling", "nextflow/variant-calling"):
+    for language in ("cwl", "snakemake", "nextflow", "wdl"):
+        case = f"{language}/variant-calling"
         data = WORKFLOWS / case / "data"
         assert sorted(p.name for p in data.iterdir()) == [
             "known_snps.tsv",

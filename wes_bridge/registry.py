@@ -4,6 +4,15 @@ Adapters come only from the ``wes_bridge.engines`` entry-point group, built-in o
 A plugin that cannot be imported, is not an :class:`~wes_bridge.plugin.EngineAdapter`, declares
 another plugin API version, or has settings that do not validate is recorded with the reason and
 skipped; the node starts with the others.
+
+Names
+    An entry point's name is the adapter's *id*: unique on the node, it names the adapter in
+    ``engines.<id>`` settings, in ``disabled_engines`` and in the run record.
+    :attr:`EngineAdapter.engine` is the *engine* name clients send as ``workflow_engine``;
+    several adapters may share it when they run different workflow types (Toil runs CWL and
+    WDL: ``toil`` and ``toil-wdl``, both engine ``toil``). The id must be the engine name or
+    start with it and a dash; a second adapter of an engine for a workflow type it already
+    runs is refused (the later one in entry-point order).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LoadedEngine:
     name: str
+    """The adapter's id: its entry-point name."""
     adapter: EngineAdapter
     distribution: str
     distribution_version: str
@@ -35,6 +45,17 @@ class LoadedEngine:
     """``module:attribute`` the entry point names; driver processes load the class from it."""
     engine_version: str
     """Asked once when the plugin loads (it can be slow, e.g. reading package metadata)."""
+
+    @property
+    def engine(self) -> str:
+        """The engine name clients send as ``workflow_engine`` (shared by the adapters of one
+        engine for several workflow types)."""
+        return self.adapter.engine
+
+    def is_named(self, name: str) -> bool:
+        """Whether ``name`` (a ``workflow_engine``, a default engine) names this adapter: its
+        engine name or its id."""
+        return name in (self.engine, self.name)
 
 
 @dataclass(frozen=True)
@@ -62,8 +83,10 @@ class EngineRegistry:
         self.failures: list[FailedEngine] = list(failures)
         self.default_engines = {k.lower(): v for k, v in (default_engines or {}).items()}
         for workflow_type, name in self.default_engines.items():
-            engine = self.engines.get(name)
-            if engine is None or engine.adapter.workflow_type.lower() != workflow_type:
+            if not any(
+                e.is_named(name) and e.adapter.workflow_type.lower() == workflow_type
+                for e in self.engines.values()
+            ):
                 log.warning(
                     "default engine %r for workflow type %s is not a loaded engine of that type",
                     name,
@@ -89,10 +112,13 @@ class EngineRegistry:
                 failed.append(_failure(ep, "another distribution already registered this name"))
                 continue
             try:
-                loaded.append(_load(ep, engine_settings.get(ep.name, {})))
+                engine = _load(ep, engine_settings.get(ep.name, {}))
+                _check_unique(engine, loaded)
             except _PluginError as exc:
                 log.error("engine plugin %s (%s) not loaded: %s", ep.name, ep.value, exc)
                 failed.append(_failure(ep, str(exc)))
+            else:
+                loaded.append(engine)
         unknown = set(engine_settings) - {e.name for e in loaded} - {f.name for f in failed}
         for name in sorted(unknown - disabled_set):
             log.warning("settings given for engine %r, but no such engine is installed", name)
@@ -107,7 +133,13 @@ class EngineRegistry:
         return result
 
     def engine_versions(self) -> dict[str, list[str]]:
-        return {name: [e.engine_version] for name, e in self.engines.items()}
+        """The versions of each engine, by engine name (what ``workflow_engine`` takes)."""
+        result: dict[str, list[str]] = {}
+        for engine in self.engines.values():
+            versions = result.setdefault(engine.engine, [])
+            if engine.engine_version not in versions:
+                versions.append(engine.engine_version)
+        return result
 
     def availability(self, name: str) -> Availability:
         return self.engines[name].adapter.availability()
@@ -141,12 +173,12 @@ class EngineRegistry:
                 f"here; supported: {', '.join(offered[type_key])}"
             )
         if workflow_engine:
-            by_name = [e for e in candidates if e.name == workflow_engine.strip()]
+            by_name = [e for e in candidates if e.is_named(workflow_engine.strip())]
             if not by_name:
                 raise BadRequest(
                     f"workflow_engine {workflow_engine!r} cannot run {type_key} "
                     f"{workflow_type_version} here; engines that can: "
-                    + ", ".join(e.name for e in candidates)
+                    + ", ".join(sorted({e.engine for e in candidates}))
                 )
             candidates = by_name
         elif workflow_engine_version:
@@ -156,14 +188,18 @@ class EngineRegistry:
             have = engine.engine_version
             if workflow_engine_version.strip() != have:
                 raise BadRequest(
-                    f"workflow_engine_version {workflow_engine_version!r} of {engine.name} is "
+                    f"workflow_engine_version {workflow_engine_version!r} of {engine.engine} is "
                     f"not available here; available: {have}"
                 )
         # Deterministic choice: the operator's default for the type, then usable engines
-        # first, then by name.
+        # first, then by id.
         preferred = self.default_engines.get(type_key.lower())
         candidates.sort(
-            key=lambda e: (e.name != preferred, not e.adapter.availability().usable, e.name)
+            key=lambda e: (
+                preferred is None or not e.is_named(preferred),
+                not e.adapter.availability().usable,
+                e.name,
+            )
         )
         return candidates[0]
 
@@ -204,9 +240,11 @@ def _load(ep: EntryPoint, raw_settings: Mapping[str, Any]) -> LoadedEngine:
     for attr in ("engine", "workflow_type", "workflow_type_versions"):
         if not getattr(obj, attr, None):
             raise _PluginError(f"class attribute {attr!r} is missing or empty")
-    if obj.engine != ep.name:
+    if not (ep.name == obj.engine or ep.name.startswith(obj.engine + "-")):
         raise _PluginError(
-            f"entry point is named {ep.name!r} but the adapter's engine id is {obj.engine!r}"
+            f"entry point {ep.name!r} is not named after its adapter's engine: the engine id "
+            f"is {obj.engine!r}, so the entry point must be {obj.engine!r} or start with "
+            f"{obj.engine + '-'!r}"
         )
     try:
         settings = obj.settings_model.model_validate(dict(raw_settings))
@@ -219,6 +257,17 @@ def _load(ep: EntryPoint, raw_settings: Mapping[str, Any]) -> LoadedEngine:
         raise _PluginError(f"adapter failed to start: {type(exc).__name__}: {exc}") from exc
     name, version = _dist(ep)
     return LoadedEngine(ep.name, adapter, name, version, ep.value, engine_version)
+
+
+def _check_unique(engine: LoadedEngine, loaded: Iterable[LoadedEngine]) -> None:
+    """Refuse a second adapter of one engine for one workflow type."""
+    workflow_type = engine.adapter.workflow_type.lower()
+    for other in loaded:
+        if other.engine == engine.engine and other.adapter.workflow_type.lower() == workflow_type:
+            raise _PluginError(
+                f"engine {engine.engine!r} already runs {engine.adapter.workflow_type} here "
+                f"(adapter {other.name!r}); an engine has one adapter per workflow type"
+            )
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -42,7 +42,8 @@ What the workers need
 
     On a host-execution TES the worker is started with this leader's own ``_toil_worker``
     (found next to the running interpreter), as the TES's executors get a clean environment
-    whose ``PATH`` may not hold it.
+    whose ``PATH`` may not hold it, or with the worker program the runner chose
+    (:func:`toil_wes_bridge.use_host_worker`; the WDL runner's runs task commands on the host).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from wes_bridge.plugin import TesEndpoint
 from wes_bridge.tes.client import TERMINAL_STATES, TesClient, TesError, task_exit_code
 from wes_bridge.tes.client import task_stderr_tail as stderr_tail
 
+from . import host_worker
 from .jobstore import job_store_problem
 
 __all__ = [
@@ -378,20 +380,26 @@ class TesBatchSystem(BatchSystemLocalSupport):  # type: ignore[misc]
         logger.debug("Queued job %s (%s) for the TES", job_id, name)
         return job_id
 
+    def _host_worker(self, argv: list[str]) -> list[str]:
+        """A worker command, ``argv``, with the program of workers that run on the host: the
+        runner's (:func:`toil_wes_bridge.use_host_worker`), else this installation's
+        ``_toil_worker``."""
+        if not argv or os.path.basename(argv[0]) != _WORKER:
+            return argv
+        program = host_worker() or [self._local_worker or argv[0]]
+        return [*program, *argv[1:]]
+
     def _local_command(self, command: str) -> str:
-        """The command of a job run on the leader, with this installation's worker program."""
-        argv = shlex.split(command)
-        if self._local_worker and argv and os.path.basename(argv[0]) == _WORKER:
-            argv[0] = self._local_worker
-        return shlex.join(argv)
+        """The command of a job run on the leader, with the host's worker program."""
+        return shlex.join(self._host_worker(shlex.split(command)))
 
     def _command(self, command: str) -> list[str]:
         """The executor command of a job's task (see the module documentation)."""
         argv = shlex.split(command)
-        if argv and os.path.basename(argv[0]) == _WORKER:
-            # On the host: this installation's worker; in a container: the image's, on PATH.
-            argv[0] = _WORKER if self.endpoint.uses_containers else self._local_worker or argv[0]
-        return argv
+        if self.endpoint.uses_containers:
+            # In a container: the image's worker, on PATH.
+            return [_WORKER, *argv[1:]] if argv and os.path.basename(argv[0]) == _WORKER else argv
+        return self._host_worker(argv)
 
     def _task(
         self,

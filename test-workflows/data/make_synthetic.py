@@ -6,8 +6,9 @@ Python version (only ``random.Random.random()`` is used, whose sequence for a gi
 Python guarantees not to change).
 
 What it writes, into each target folder (by default the ``data/`` folder of
-``cwl/variant-calling`` and ``snakemake/variant-calling``, so each workflow folder is complete
-on its own and can be sent as WES attachments without ``..`` paths):
+``cwl/variant-calling``, ``snakemake/variant-calling`` and ``wdl/variant-calling``, so each
+workflow folder is complete on its own and can be sent as WES attachments without ``..``
+paths):
 
 - ``ref.fa``: one random contig, ``synth1``, of 8,000 bp (60 bases a line);
 - ``reads_1.fq``, ``reads_2.fq``: 480 read pairs (2 x 100 bp, fragments of 250-350 bp, about
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 TARGETS = [
     HERE.parent / "cwl" / "variant-calling" / "data",
     HERE.parent / "snakemake" / "variant-calling" / "data",
+    HERE.parent / "wdl" / "variant-calling" / "data",
 ]
 
 SEED = 20240917

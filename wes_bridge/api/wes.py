@@ -301,7 +301,7 @@ async def run_workflow(request: Request, node: NodeDep, principal: WesPrincipal)
         workflow_type_version=workflow_type_version,
         tags=tags,
         workflow_engine_parameters=engine_params,
-        workflow_engine=engine.name,
+        workflow_engine=engine.engine,
         workflow_engine_version=engine.engine_version,
         workflow_url=workflow_url,
     )
