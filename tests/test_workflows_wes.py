@@ -1,5 +1,6 @@
 """Every workflow in test-workflows/ through a real `wes-bridge serve`, with every engine that
-runs its language (CWL: cwltool and Toil; Snakemake: snakemake), each step a task on the node's
+runs its language (CWL: cwltool and Toil; Snakemake: snakemake; Nextflow: nextflow; WDL: miniwdl,
+the WDL plugin, here, and Toil in tests/test_toil_wdl.py), each step a task on the node's
 embedded TES.
 
 The outputs must be the ones in expected.json, which `test_workflows_direct.py` checks against
@@ -10,10 +11,12 @@ All runs are submitted at once to one node and checked one by one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import time
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +30,20 @@ from .test_workflows_direct import CASES, TOOLS, _check_file, _check_variants, _
 
 pytestmark = pytest.mark.integration
 
-ENGINES = {"cwltool": ("cwltool", "toil"), "snakemake": ("snakemake",), "nextflow": ("nextflow",)}
-LANGUAGES = {"cwltool": ("CWL", "v1.2"), "snakemake": ("SMK", "9"), "nextflow": ("NFL", "DSL2")}
-# WDL (expected engine "toil") runs through a node of its own: tests/test_toil_wdl.py.
-RUNS = [(case, engine) for case in CASES for engine in ENGINES.get(_expected(case)["engine"], ())]
+# By the test-workflows folder of the language.
+ENGINES = {
+    "cwl": ("cwltool", "toil"),
+    "snakemake": ("snakemake",),
+    "nextflow": ("nextflow",),
+    "wdl": ("miniwdl",),
+}
+LANGUAGES = {
+    "cwl": ("CWL", "v1.2"),
+    "snakemake": ("SMK", "9"),
+    "nextflow": ("NFL", "DSL2"),
+    "wdl": ("WDL", "1.0"),
+}
+RUNS = [(case, engine) for case in CASES for engine in ENGINES[case.split("/")[0]]]
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 
 
@@ -43,7 +56,7 @@ def _request(case: str, engine: str) -> tuple[dict[str, str], list[tuple[str, An
         if p.is_file() and p.name != "expected.json"
     ]
     params = yaml.safe_load((folder / expected["params"]).read_text())
-    workflow_type, version = LANGUAGES[expected["engine"]]
+    workflow_type, version = LANGUAGES[case.split("/")[0]]
     data = {
         "workflow_type": workflow_type,
         "workflow_type_version": version,
@@ -55,6 +68,10 @@ def _request(case: str, engine: str) -> tuple[dict[str, str], list[tuple[str, An
     if engine == "cwltool":
         data["workflow_engine_parameters"] = json.dumps({"parallel": True})
     return data, files
+
+
+def _has_engine(name: str) -> bool:
+    return any(ep.name == name for ep in entry_points(group="wes_bridge.engines"))
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +86,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dic
                 continue
             if engine == "nextflow" and find_nextflow() is None:
                 continue
+            if engine == "miniwdl" and not _has_engine("miniwdl"):
+                continue
             data, files = _request(case, engine)
             response = server.request("POST", "/runs", data=data, files=files)
             assert response.status_code == 200, response.text
@@ -76,6 +95,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dic
         yield server, ids
     finally:
         server.stop(signal.SIGTERM)
+
+
+def _check_output(got: Any, want: Any, output_id: str) -> None:
+    """One expected output (a File object, or a WDL array of them) against the run's."""
+    if isinstance(want, list):
+        assert isinstance(got, list), (output_id, got)
+        assert len(got) == len(want), output_id
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _check_output(g, w, f"{output_id}[{i}]")
+        return
+    if "basename" in want:
+        assert got["basename"] == want["basename"]
+    if "checksum" in want:
+        assert (got["checksum"], got["size"]) == (want["checksum"], want["size"]), output_id
+    _check_file(Path(got["path"]), want)
 
 
 def _wait(server: Server, run_id: str, timeout: float = 900) -> dict[str, Any]:
@@ -106,6 +140,10 @@ def test_workflow_through_wes_on_tes(
     server, ids = runs
     if engine == "nextflow":
         nextflow_command()  # skips (fails in CI) without Nextflow
+    if engine == "miniwdl" and (case, engine) not in ids:
+        if os.environ.get("CI"):
+            pytest.fail("the WDL plugin (engines/wes-bridge-wdl) is not installed")
+        pytest.skip("the WDL plugin is not installed: pip install ./engines/wes-bridge-wdl")
     if (case, engine) not in ids:
         pytest.skip(f"not on PATH: {', '.join(TOOLS)}")
     expected = _expected(case)
@@ -165,12 +203,8 @@ def test_workflow_through_wes_on_tes(
         assert outputs == {}
         return
     for output_id, want in expected["outputs"].items():
-        got = outputs[output_id]
-        if "basename" in want:
-            assert got["basename"] == want["basename"]
-        if "checksum" in want:
-            assert (got["checksum"], got["size"]) == (want["checksum"], want["size"]), output_id
-        _check_file(Path(got["path"]), want)
+        _check_output(outputs[output_id], want, output_id)
     if "known_snps" in expected:
-        vcf = outputs["vcf" if expected["engine"] == "cwltool" else "calls.vcf"]["path"]
+        vcf_id = {"cwl": "vcf", "wdl": "variant_calling.vcf"}.get(case.split("/")[0], "calls.vcf")
+        vcf = outputs[vcf_id]["path"]
         _check_variants(Path(vcf), WORKFLOWS / case / expected["known_snps"])

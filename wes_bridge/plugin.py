@@ -381,7 +381,10 @@ class EngineAdapter(ABC):
 
     api_version: ClassVar[int] = API_VERSION
     engine: ClassVar[str]
-    """Engine id, e.g. ``cwltool``; must equal the entry-point name."""
+    """The engine's name, e.g. ``cwltool``: what clients send as ``workflow_engine``. The
+    entry point's name (the adapter's id: its settings, ``disabled_engines``, the run record) is
+    this name, or this name and a ``-suffix`` for a further workflow type of the same engine
+    (``toil`` and ``toil-wdl``)."""
     workflow_type: ClassVar[str]
     """WES ``workflow_type`` this adapter runs, e.g. ``CWL``."""
     workflow_type_versions: ClassVar[tuple[str, ...]]

@@ -648,7 +648,12 @@ class EngineContract:
             f"{cls.__name__} declares api_version {cls.api_version}; "
             f"this wes-bridge provides {API_VERSION}"
         )
-        assert cls.engine == self.engine, f"engine id {cls.engine!r} != entry point {ep.name!r}"
+        # The entry point's name is the adapter's id: the engine's name, or the engine's name
+        # and a suffix for a further workflow type of one engine (toil, toil-wdl).
+        assert ep.name == self.engine
+        assert ep.name == cls.engine or (
+            ep.name.startswith(cls.engine + "-") and len(ep.name) > len(cls.engine) + 1
+        ), f"entry point {ep.name!r} is neither engine {cls.engine!r} nor it with a -suffix"
         assert cls.workflow_type == self.workflow_type
         assert isinstance(cls.workflow_type_versions, tuple)
         assert cls.workflow_type_versions
@@ -685,9 +690,9 @@ class EngineContract:
         assert tags.get(f"engine.{self.engine}.usable") == "yes", tags
         offered = info["workflow_type_versions"][self.workflow_type]["workflow_type_version"]
         assert set(cls.workflow_type_versions) <= set(offered), offered
-        engine_versions = info["workflow_engine_versions"][self.engine]
+        engine_versions = info["workflow_engine_versions"][cls.engine]
         adapter = cls(cls.settings_model.model_validate(self._engine_settings()))
-        assert engine_versions["workflow_engine_version"] == [adapter.engine_version()]
+        assert adapter.engine_version() in engine_versions["workflow_engine_version"]
         published = {p["name"] for p in info["default_workflow_engine_parameters"]}
         assert set(cls.parameters_model.model_fields) <= published
 
